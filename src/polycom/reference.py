@@ -25,6 +25,7 @@ import torch.nn.functional as F
 __all__ = [
     "compute_dtype",
     "rms_normalize",
+    "normalized_powers",
     "powers_inv_rms",
     "poly_relu_reference",
     "poly_norm_reference",
@@ -52,24 +53,42 @@ def rms_normalize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def powers_inv_rms(x: torch.Tensor, order: int, eps: float) -> list[torch.Tensor]:
-    """[1/rms(x^1), ..., 1/rms(x^r)] per row, with rms(z) = sqrt(mean(z^2) + eps).
+def _row_scale(x: torch.Tensor) -> torch.Tensor:
+    """s = max(1, max|x|) per row, shape (..., 1): divides x so no power of it overflows."""
+    return x.abs().amax(-1, keepdim=True).clamp(min=1.0)
 
-    Evaluated overflow-safely: with s = max(1, max|x|) per row and u = x / s,
-    mean(x^(2i)) + eps = s^(2i) * (mean(u^(2i)) + eps / s^(2i)), so
-    1/rms(x^i) = s^(-i) * rsqrt(mean(u^(2i)) + eps * s^(-2i)). When max|x| <= 1,
-    s = 1 and this is the plain formula; for larger rows no intermediate
-    exceeds 1 in magnitude, so x^6 never overflows (bf16 values up to 3e38).
-    Returns a list of r tensors of shape (..., 1).
+
+def normalized_powers(x: torch.Tensor, order: int, eps: float) -> list[torch.Tensor]:
+    """[N(x^1), ..., N(x^r)] with N(z) = z / sqrt(mean(z^2, -1) + eps), overflow-safely.
+
+    With s = max(1, max|x|) per row and u = x / s (so |u| <= 1):
+        N(x^i) = u^i / sqrt(mean(u^(2i)) + eps * s^(-2i)),
+    the same value as the plain formula (identical when max|x| <= 1), but no
+    intermediate exceeds 1 in magnitude, so it stays finite for every finite x
+    (x^6 of a bf16 value overflows even float32).
     """
-    s = x.abs().amax(-1, keepdim=True).clamp(min=1.0)  # (..., 1)
+    s = _row_scale(x)
     u = x / s
-    inv = []
+    out = []
     for i in range(1, order + 1):
-        s_pow = s.pow(-i)  # s^(-i), in (0, 1]
-        mean_u = u.pow(2 * i).mean(-1, keepdim=True)
-        inv.append(s_pow * torch.rsqrt(mean_u + eps * s_pow * s_pow))
-    return inv
+        u_pow = u.pow(i)
+        eps_scaled = eps * s.pow(-2 * i)
+        out.append(u_pow * torch.rsqrt(u_pow.square().mean(-1, keepdim=True) + eps_scaled))
+    return out
+
+
+def powers_inv_rms(x: torch.Tensor, order: int, eps: float) -> torch.Tensor:
+    """Per-row statistics that fast paths save for backward: inv[..., i-1] = 1 / sqrt(mean(x^(2i)) + eps).
+
+    Shape (..., r). Computed with the row scale of ``normalized_powers`` so the
+    mean of x^(2i) never overflows; the value itself, ~|x|^(-i), is a normal
+    float32 while max|x| < ~1e12 (r = 3), which bounds the range of the fast
+    paths (float16 tops out at 65504).
+    """
+    s = _row_scale(x)
+    u = x / s
+    cols = [s.pow(-i) * torch.rsqrt(u.pow(2 * i).mean(-1, keepdim=True) + eps * s.pow(-2 * i)) for i in range(1, order + 1)]
+    return torch.cat(cols, dim=-1)
 
 
 def poly_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -105,12 +124,9 @@ def poly_norm_reference(
     dt = compute_dtype(x.dtype)
     xf = x.to(dt)
     w = weight.to(dt)
-    inv = powers_inv_rms(xf, r, eps)
     out = bias.to(dt).expand_as(xf)
-    power = torch.ones_like(xf)
-    for i in range(1, r + 1):
-        power = power * xf
-        out = out + w[r - i] * (power * inv[i - 1])
+    for i, n_i in enumerate(normalized_powers(xf, r, eps), start=1):
+        out = out + w[r - i] * n_i
     return out.to(x.dtype)
 
 
