@@ -1,0 +1,99 @@
+"""Transformer building blocks: RMSNorm, rotary embeddings, causal attention.
+
+Llama conventions: RMSNorm with a gain and no bias, RoPE in the "rotate half"
+layout (the Hugging Face Llama layout, so weights convert without permuting),
+no biases in any projection, attention through ``scaled_dot_product_attention``
+(flash / memory-efficient kernels where the device has them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+__all__ = ["RMSNorm", "RotaryEmbedding", "apply_rotary", "CausalSelfAttention"]
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2, -1) + eps) * weight, computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, eps={self.eps:g}"
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for RoPE (Su et al. 2021), precomputed up to ``max_seq_len``."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        t = torch.arange(max_seq_len, dtype=torch.float64)
+        freqs = torch.outer(t, inv_freq)  # (T_max, hs/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (T_max, hs): rotate-half layout
+        # Not persistent: derived from the config, rebuilt on load, never stale.
+        self.register_buffer("cos", emb.cos().float(), persistent=False)
+        self.register_buffer("sin", emb.sin().float(), persistent=False)
+
+    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if seq_len > self.cos.shape[0]:
+            raise ValueError(f"sequence length {seq_len} exceeds ModelConfig.max_seq_len={self.cos.shape[0]}")
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i + hs/2}) by position-dependent angles. x: (B, nh, T, hs)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention with optional grouped-query heads and QK-norm.
+
+    QK-norm is an RMSNorm over each head's query and key vectors (before RoPE),
+    which keeps attention logits bounded (OLMoE, OLMo 2, Qwen3 use variants).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh|nkv, T, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.n_kv_heads != self.n_heads:
+            # Repeat kv heads (the enable_gqa flag of sdpa needs torch >= 2.5).
+            rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(rep, dim=1)  # (B, nh, T, hs)
+            v = v.repeat_interleave(rep, dim=1)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, d)
+        return self.o_proj(y)

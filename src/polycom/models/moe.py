@@ -1,0 +1,210 @@
+"""Mixture-of-experts MLP: token-choice top-k routing, dropless, grouped matmuls.
+
+Data flow for N tokens, E experts, top-k (M = N * k routed rows):
+
+1. Router: scores s = W_r x (or act(W_r x) / tau), p = softmax(s) over experts,
+   keep the top-k, optionally renormalise them to sum to 1 (OLMoE-style).
+2. Sort the M (token, expert) pairs by expert: each expert's rows become one
+   contiguous group; no token is dropped (no capacity factor).
+3. Grouped matmul: the groups are scattered into a zero-padded (E, C, d)
+   buffer, C = the largest group, and multiplied by the stacked expert weights
+   with one ``torch.bmm``; results are gathered back to the M packed rows.
+4. The activation runs on the packed (M, expert_hidden) rows: each row is one
+   token's full hidden vector in one expert, so PolyNorm's RMS statistics are
+   over exactly that vector, whatever the batch layout (the official code got
+   this right for one block-sparse layout only). With per-expert
+   coefficients, each expert's activation module sees only its own group.
+5. Outputs are weighted by the routing probabilities and summed per token
+   with ``index_add_``.
+
+Auxiliary losses (both returned per layer, averaged over layers by the model):
+- load balance (Switch / OLMoE): E * sum_e f_e * P_e, f_e = share of the M
+  routed rows sent to expert e, P_e = mean router probability of e (1 when
+  perfectly balanced);
+- router z-loss (ST-MoE): mean over tokens of logsumexp(s)^2.
+
+The padded buffer wastes work when routing is very unbalanced (up to E times
+at worst); it is the portable batched path (torch >= 2.4, any device). A
+fused grouped-GEMM kernel would drop the padding; see docs/models.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import activation_info
+from .config import MoEConfig
+from .mlp import MLP
+
+__all__ = ["Router", "MoE", "ExpertActivations", "grouped_linear", "load_balance_loss", "router_z_loss"]
+
+_ROUTER_FUNCTIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda s: s}
+
+
+def load_balance_loss(probs: torch.Tensor, expert_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """E * sum_e f_e P_e; probs (N, E) full softmax, expert_idx (N, k) chosen experts."""
+    counts = torch.bincount(expert_idx.reshape(-1), minlength=num_experts).to(probs.dtype)
+    f = counts / expert_idx.numel()  # share of routed rows per expert; f is not differentiable
+    return num_experts * (f * probs.mean(0)).sum()
+
+
+def router_z_loss(scores: torch.Tensor) -> torch.Tensor:
+    """mean over tokens of logsumexp(scores)^2 (Zoph et al. 2022); scores (N, E)."""
+    return torch.logsumexp(scores, dim=-1).pow(2).mean()
+
+
+class Router(nn.Module):
+    """Linear scores -> softmax over experts -> top-k (weights, indices)."""
+
+    def __init__(self, d_model: int, cfg: MoEConfig):
+        super().__init__()
+        self.num_experts, self.top_k, self.renormalize = cfg.num_experts, cfg.top_k, cfg.renormalize
+        self.kind = cfg.router
+        self.temperature = cfg.router_temperature  # a plain attribute: a trainer may anneal it
+        self.gate = nn.Linear(d_model, cfg.num_experts, bias=False)
+        self.score_act = None
+        if cfg.router == "act_softmax" and cfg.router_activation not in _ROUTER_FUNCTIONS:
+            self.score_act = activation_info(cfg.router_activation).build()
+        self.act_name = cfg.router_activation
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(x).float()  # (N, E), routing in fp32
+        if self.kind == "act_softmax":
+            act = self.score_act if self.score_act is not None else _ROUTER_FUNCTIONS[self.act_name]
+            s = act(s) / self.temperature
+        return s
+
+    def forward(self, x: torch.Tensor):
+        """x (N, d) -> scores (N, E), probs (N, E), top_w (N, k), top_idx (N, k)."""
+        s = self.scores(x)
+        probs = F.softmax(s, dim=-1)
+        top_w, top_idx = torch.topk(probs, self.top_k, dim=-1)
+        if self.renormalize:
+            top_w = top_w / top_w.sum(-1, keepdim=True)
+        return s, probs, top_w, top_idx
+
+
+@dataclass
+class _Groups:
+    """Where each packed row sits in the padded (E, C, .) buffer."""
+
+    counts: list[int]  # rows per expert
+    expert: torch.Tensor  # (M,) expert of each packed row
+    slot: torch.Tensor  # (M,) position inside its expert's group
+    capacity: int  # C = the largest group
+
+    @classmethod
+    def from_sorted(cls, sorted_expert: torch.Tensor, num_experts: int) -> "_Groups":
+        counts = torch.bincount(sorted_expert, minlength=num_experts)
+        starts = torch.cumsum(counts, 0) - counts  # (E,)
+        slot = torch.arange(sorted_expert.numel(), device=sorted_expert.device) - starts[sorted_expert]
+        counts_list = counts.tolist()  # one host sync per layer: the buffer size depends on it
+        return cls(counts_list, sorted_expert, slot, max(counts_list) if counts_list else 0)
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: _Groups) -> torch.Tensor:
+    """Row i of x times expert ``groups.expert[i]``'s matrix: x (M, in), weight (E, out, in) -> (M, out)."""
+    E, _, n_in = weight.shape
+    padded = x.new_zeros(E, groups.capacity, n_in)  # (E, C, in)
+    padded[groups.expert, groups.slot] = x
+    out = torch.bmm(padded, weight.transpose(1, 2))  # (E, C, out)
+    return out[groups.expert, groups.slot]  # (M, out)
+
+
+class ExpertActivations(nn.Module):
+    """One activation module per expert (Motif's per-expert coefficients).
+
+    ``forward(h, [up,] counts)``: h holds the experts' groups one after another
+    (sizes ``counts``); each group goes through its own expert's module.
+    """
+
+    def __init__(self, activation: str, num_experts: int, activation_kwargs: dict | None = None):
+        super().__init__()
+        info = activation_info(activation)
+        self.gated = info.gated
+        self.experts = nn.ModuleList(info.build(**(activation_kwargs or {})) for _ in range(num_experts))
+
+    def forward(self, h: torch.Tensor, *rest):
+        *up, counts = rest
+        # A loop over experts (not tokens): each expert has its own coefficients.
+        h_groups = h.split(counts)
+        up_groups = up[0].split(counts) if up else [None] * len(counts)
+        outs = [
+            (act(hg, ug) if self.gated else act(hg)) if hg.shape[0] else hg
+            for act, hg, ug in zip(self.experts, h_groups, up_groups)
+        ]
+        return torch.cat(outs, dim=0)
+
+
+class MoE(nn.Module):
+    """Dropless top-k MoE MLP; ``forward(x)`` returns (output, aux_loss) with aux already weighted."""
+
+    def __init__(self, d_model: int, hidden: int, activation: str, cfg: MoEConfig,
+                 activation_kwargs: dict | None = None):
+        super().__init__()
+        info = activation_info(activation)
+        self.cfg, self.gated, self.hidden = cfg, info.gated, hidden
+        self.num_experts, self.top_k = cfg.num_experts, cfg.top_k
+        self.router = Router(d_model, cfg)
+        E = cfg.num_experts
+        # Stacked expert weights in nn.Linear layout (E, out, in).
+        self.up_proj = nn.Parameter(torch.empty(E, hidden, d_model))
+        self.gate_proj = nn.Parameter(torch.empty(E, hidden, d_model)) if self.gated else None
+        self.down_proj = nn.Parameter(torch.empty(E, d_model, hidden))
+        for w in (self.up_proj, self.gate_proj, self.down_proj):
+            if w is not None:
+                nn.init.normal_(w, std=0.02)
+        if cfg.coefficients == "per_expert":
+            self.act = ExpertActivations(activation, E, activation_kwargs)
+        else:
+            self.act = info.build(**(activation_kwargs or {}))
+        self.shared_expert = MLP(d_model, hidden, activation, activation_kwargs) if cfg.shared_expert else None
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def _activate(self, xs: torch.Tensor, groups: _Groups) -> torch.Tensor:
+        up = grouped_linear(xs, self.up_proj, groups)  # (M, h)
+        extra = (groups.counts,) if isinstance(self.act, ExpertActivations) else ()
+        if self.gated:
+            gate = grouped_linear(xs, self.gate_proj, groups)  # (M, h)
+            return self.act(gate, up, *extra)
+        return self.act(up, *extra)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (N, d)
+        scores, probs, top_w, top_idx = self.router(x)
+        flat_expert = top_idx.reshape(-1)  # (M,), row j belongs to token j // k
+        order = torch.argsort(flat_expert, stable=True)
+        token = order // self.top_k  # (M,) token of each sorted row
+        groups = _Groups.from_sorted(flat_expert[order], self.num_experts)
+        xs = x[token]  # (M, d)
+        h = self._activate(xs, groups)  # (M, h)
+        ys = grouped_linear(h, self.down_proj, groups)  # (M, d)
+        ys = ys * top_w.reshape(-1)[order].unsqueeze(-1).to(ys.dtype)
+        out = torch.zeros_like(x).index_add_(0, token, ys)  # (N, d)
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(x)
+        lb = load_balance_loss(probs, top_idx, self.num_experts)
+        z = router_z_loss(scores)
+        self.last_stats = {"load_balance": lb.detach(), "z_loss": z.detach(),
+                           "tokens_per_expert": torch.tensor(groups.counts)}
+        aux = self.cfg.aux_loss_weight * lb + self.cfg.z_loss_weight * z
+        return out.view(shape), aux
+
+    def active_params(self) -> int:
+        """Parameters one token touches: router, top_k experts, shared expert, activations."""
+        per_expert = sum(w[0].numel() for w in (self.up_proj, self.gate_proj, self.down_proj) if w is not None)
+        act = sum(p.numel() for p in self.act.parameters())
+        if isinstance(self.act, ExpertActivations):
+            act = act * self.top_k // self.num_experts
+        shared = sum(p.numel() for p in self.shared_expert.parameters()) if self.shared_expert else 0
+        return self.router.gate.weight.numel() + self.top_k * per_expert + act + shared
+
+    def extra_repr(self) -> str:
+        return (f"num_experts={self.num_experts}, top_k={self.top_k}, hidden={self.hidden}, "
+                f"router={self.cfg.router}, coefficients={self.cfg.coefficients}")
+

@@ -1,0 +1,58 @@
+"""Named model sizes. ``model_config(name, **overrides)`` returns a validated ModelConfig.
+
+vocab_size is a placeholder the trainer overrides with its tokenizer's size.
+``paper-1b`` is the dense 1B of Zhuo et al. 2025 (24 x 2048, 16 heads, FFN
+8256 non-gated / 5504 gated, untied, small init); ``paper-moe-1b-7b`` the
+OLMoE-style MoE (16 x 2048, 64 experts, top-8, experts 1536 / 1024, QK-norm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import ModelConfig, MoEConfig
+
+__all__ = ["PRESETS", "model_config"]
+
+PRESETS: dict[str, dict] = {
+    # Smallest useful shapes, for tests.
+    "debug": dict(vocab_size=256, n_layers=2, d_model=64, n_heads=4, max_seq_len=64),
+    # Trains on a 2-core CPU: ~7M parameters at vocab 8192.
+    "tiny": dict(vocab_size=8192, n_layers=4, d_model=256, n_heads=4, max_seq_len=256),
+    # GPT-2 small shape.
+    "small": dict(vocab_size=32000, n_layers=12, d_model=768, n_heads=12, max_seq_len=1024),
+    "paper-1b": dict(vocab_size=32000, n_layers=24, d_model=2048, n_heads=16, ffn_hidden=8256,
+                     max_seq_len=4096, init="small"),
+    "paper-moe-1b-7b": dict(vocab_size=50304, n_layers=16, d_model=2048, n_heads=16, max_seq_len=4096,
+                            qk_norm=True, init="normal",
+                            moe=dict(num_experts=64, top_k=8, expert_hidden=1536)),
+    "debug-moe": dict(vocab_size=256, n_layers=2, d_model=64, n_heads=4, max_seq_len=64,
+                      moe=dict(num_experts=4, top_k=2)),
+    "tiny-moe": dict(vocab_size=8192, n_layers=4, d_model=256, n_heads=4, max_seq_len=256,
+                     moe=dict(num_experts=8, top_k=2)),
+}
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+    """Preset ``name`` with fields replaced by ``overrides``.
+
+    ``moe`` may be overridden by a MoEConfig, None, or a dict of MoEConfig
+    fields merged into the preset's (e.g. ``moe={"top_k": 1}``).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid: {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"model_config: unknown ModelConfig fields {unknown}; valid: {sorted(fields)}")
+    kw = dict(PRESETS[name])
+    moe = kw.pop("moe", None)
+    if "moe" in overrides:
+        new = overrides.pop("moe")
+        if isinstance(new, dict) and moe is not None:
+            moe = {**moe, **new}
+        else:
+            moe = new
+    if isinstance(moe, dict):
+        moe = MoEConfig(**moe)
+    return ModelConfig(**{**kw, **overrides}, moe=moe)
