@@ -1,47 +1,92 @@
 """Choose the code path for one activation call.
 
-``"auto"`` picks the fastest path that is correct for the input's device and
-dtype; a user can force one by name. The reference path is always available
-and is the ground truth of the tests.
+Implementations (all compute the same function; ``reference`` is the ground truth):
+
+- ``reference``: the plain math of ``polycom.reference`` under autograd. Keeps
+  every intermediate for backward; slow. Any device, any float dtype.
+- ``eager``: closed-form forward/backward in PyTorch ops, memory-lean. Any device.
+- ``compiled``: the closed-form functions compiled by ``torch.compile`` (fused C++
+  loops on CPU, generated Triton on GPU). Falls back to ``eager`` if compilation
+  is unavailable.
+- ``triton``: fused Triton kernels; CUDA tensors, or CPU tensors under
+  ``TRITON_INTERPRET=1`` (tests). float16/bfloat16/float32.
+
+``auto`` picks: CUDA -> triton (eager without Triton); CPU -> compiled, or eager
+while an outer ``torch.compile`` is tracing (Inductor then fuses the closed form
+into the surrounding graph); float64 -> eager on every device.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 from .. import reference as ref
+from .autograd import GatedPolyNormFunction, PolyNormFunction, PolyReLUFunction
 
-IMPLEMENTATIONS = ("auto", "reference")
+IMPLEMENTATIONS = ("auto", "reference", "eager", "compiled", "triton")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    try:
+        from . import triton_ops  # noqa: F401 - registers the custom ops
+    except Exception:  # noqa: BLE001 - missing or broken triton: path unavailable
+        return False
+    return True
+
+
+def _triton_can_run(x: torch.Tensor) -> bool:
+    if x.dtype not in _TRITON_DTYPES:
+        return False
+    on_device = x.is_cuda or (x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    return on_device and _triton_importable()
 
 
 def available_implementations(x: torch.Tensor) -> list[str]:
     """Implementations that can run on ``x``'s device and dtype, fastest first."""
-    return ["reference"]
+    paths = ["triton"] if _triton_can_run(x) else []
+    return paths + ["compiled", "eager", "reference"]
 
 
 def select_implementation(x: torch.Tensor, requested: str) -> str:
     if requested not in IMPLEMENTATIONS:
         raise ValueError(f"argument 'implementation' must be one of {list(IMPLEMENTATIONS)}, got {requested!r}")
-    available = available_implementations(x)
     if requested == "auto":
-        return available[0]
-    if requested not in available:
+        if x.is_cuda and _triton_can_run(x):
+            return "triton"
+        if x.device.type == "cpu" and x.dtype != torch.float64 and not torch.compiler.is_compiling():
+            return "compiled"
+        return "eager"
+    if requested not in available_implementations(x):
         raise ValueError(
-            f"implementation {requested!r} cannot run on a {x.dtype} tensor on {x.device}; available here: {available}"
+            f"implementation {requested!r} cannot run on a {x.dtype} tensor on {x.device}; "
+            f"available here: {available_implementations(x)}"
         )
+    if requested == "compiled" and torch.compiler.is_compiling():
+        return "eager"  # already inside a compiled graph: let the outer compile fuse it
     return requested
 
 
 def poly_relu(x, weight, bias, implementation):
-    select_implementation(x, implementation)
-    return ref.poly_relu_reference(x, weight, bias)
+    impl = select_implementation(x, implementation)
+    if impl == "reference":
+        return ref.poly_relu_reference(x, weight, bias)
+    return PolyReLUFunction.apply(x, weight, bias, impl)
 
 
 def poly_norm(x, weight, bias, eps, implementation):
-    select_implementation(x, implementation)
-    return ref.poly_norm_reference(x, weight, bias, eps)
+    impl = select_implementation(x, implementation)
+    if impl == "reference":
+        return ref.poly_norm_reference(x, weight, bias, eps)
+    return PolyNormFunction.apply(x, weight, bias, eps, impl)
 
 
 def gated_poly_norm(gate, up, weight, bias, eps, implementation):
-    select_implementation(gate, implementation)
-    return ref.gated_poly_norm_reference(gate, up, weight, bias, eps)
+    impl = select_implementation(gate, implementation)
+    if impl == "reference":
+        return ref.gated_poly_norm_reference(gate, up, weight, bias, eps)
+    return GatedPolyNormFunction.apply(gate, up, weight, bias, eps, impl)

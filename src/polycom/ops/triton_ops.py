@@ -1,0 +1,96 @@
+"""The Triton kernels registered as ``torch.library`` custom ops (``polycom::*``).
+
+Custom ops with fake (meta) implementations let ``torch.compile`` trace a model
+that uses them without graph breaks, and let FSDP/DTensor treat them as ordinary
+ops. Autograd is attached one level up, in ``autograd.py``, so the same
+``autograd.Function`` serves every kernel set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import triton_poly_norm as tpn
+from . import triton_poly_relu as tpr
+from .kernel_sets import KernelSet
+
+
+def _stats_like(x: Tensor, weight: Tensor) -> Tensor:
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+
+
+def _coef_grads_like(weight: Tensor) -> tuple[Tensor, Tensor]:
+    return weight.new_empty(weight.shape, dtype=torch.float32), weight.new_empty((1,), dtype=torch.float32)
+
+
+@torch.library.custom_op("polycom::poly_norm_forward", mutates_args=())
+def poly_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    return tpn.poly_norm_forward_triton(x, weight, bias, eps)
+
+
+@poly_norm_forward.register_fake
+def _(x, weight, bias, eps):
+    return torch.empty_like(x), _stats_like(x, weight)
+
+
+@torch.library.custom_op("polycom::poly_norm_backward", mutates_args=())
+def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, inv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return tpn.poly_norm_backward_triton(grad_y, x, weight, inv)
+
+
+@poly_norm_backward.register_fake
+def _(grad_y, x, weight, inv):
+    return (torch.empty_like(x), *_coef_grads_like(weight))
+
+
+@torch.library.custom_op("polycom::gated_poly_norm_forward", mutates_args=())
+def gated_poly_norm_forward(gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    return tpn.gated_poly_norm_forward_triton(gate, up, weight, bias, eps)
+
+
+@gated_poly_norm_forward.register_fake
+def _(gate, up, weight, bias, eps):
+    return torch.empty_like(gate), _stats_like(gate, weight)
+
+
+@torch.library.custom_op("polycom::gated_poly_norm_backward", mutates_args=())
+def gated_poly_norm_backward(
+    grad_y: Tensor, gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor, inv: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return tpn.gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv)
+
+
+@gated_poly_norm_backward.register_fake
+def _(grad_y, gate, up, weight, bias, inv):
+    return (torch.empty_like(gate), torch.empty_like(up), *_coef_grads_like(weight))
+
+
+@torch.library.custom_op("polycom::poly_relu_forward", mutates_args=())
+def poly_relu_forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return tpr.poly_relu_forward_triton(x, weight, bias)
+
+
+@poly_relu_forward.register_fake
+def _(x, weight, bias):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("polycom::poly_relu_backward", mutates_args=())
+def poly_relu_backward(grad_y: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return tpr.poly_relu_backward_triton(grad_y, x, weight)
+
+
+@poly_relu_backward.register_fake
+def _(grad_y, x, weight):
+    return (torch.empty_like(x), *_coef_grads_like(weight))
+
+
+TRITON = KernelSet(
+    poly_norm_forward,
+    poly_norm_backward,
+    gated_poly_norm_forward,
+    gated_poly_norm_backward,
+    poly_relu_forward,
+    poly_relu_backward,
+)
