@@ -1,0 +1,369 @@
+r"""Triton kernels for PolyNorm and gated PolyNorm (forward and closed-form backward).
+
+The math is ``polycom.reference.poly_norm_reference``; this module only
+evaluates it. Per row of length N, with a_i = weight[r - i], b = bias:
+
+    inv_i = 1 / sqrt(mean(x^(2i)) + eps),   n_i = x^i * inv_i,   y = b + sum_i a_i n_i
+
+Forward, overflow-safe (as ``reference.powers_inv_rms``): with s = max(1, max|x|)
+and u = x / s, every u^(2i) lies in [0, 1] and
+
+    t_i = rsqrt(mean(u^(2i)) + eps * s^(-2i)),   inv_i = t_i * s^(-i),   n_i = u^i * t_i,
+
+so y = b + sum_i (a_i t_i) u^i is a polynomial in u with bounded terms. Rows
+longer than a block keep an online running max, rescaling the partial sums by
+(s_old / s_new)^(2i) when the max grows (as online softmax does).
+
+Backward (closed form; only x, the r values inv_i per row and the coefficients).
+Differentiating inv_i = (mean(x^(2i)) + eps)^(-1/2) gives
+d inv_i / d x_j = -i * inv_i^3 * x_j^(2i-1) / N, hence, with g = dL/dy and
+d_i = sum_j g_j n_{i,j} (= c_i * inv_i for c_i = sum_j g_j x_j^i):
+
+    dL/dx_j = sum_i a_i * i * x_j^(i-1) * inv_i * (g_j - (d_i / N) * n_{i,j})
+    dL/da_i = sum_rows d_i,    dL/db = sum_rows sum_j g_j
+
+inv_i^3 would underflow for large rows, so the kernel works with the
+normalised variable v = x * inv_1 (|v| <= sqrt(N)) and the bounded ratios
+rho_i = inv_i / inv_1^i (<= 1 by the power-mean inequality, computed by
+repeated division so no intermediate underflows):
+
+    n_i = rho_i v^i,   d_i = rho_i * sum_j g_j v_j^i,
+    dL/dx_j = inv_1 * ( g_j * sum_i i a_i rho_i v_j^(i-1)  -  v_j * sum_i e_i (v_j^2)^(i-1) ),
+    e_i = i a_i rho_i^2 d_i / N.
+
+Gated PolyNorm y = PolyNorm(gate) * up: the PolyNorm backward runs with
+g' = g * up, and dL/dup = g * PolyNorm(gate), recomputed from the stored inv_i
+as b + sum_i a_i rho_i v^i (hence the bias argument); dL/db = sum g'.
+
+The backward is exact while every inv_i is a normal fp32 number (roughly
+max|x|^r < 1e37); beyond that the stored inv_i underflow to 0 and the
+corresponding terms of the gradient vanish (finite, not NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .triton_utils import check_launch, horner, row_launch_config, tl, triton
+
+__all__ = [
+    "poly_norm_forward_triton",
+    "poly_norm_backward_triton",
+    "gated_poly_norm_forward_triton",
+    "gated_poly_norm_backward_triton",
+]
+
+
+@triton.jit
+def _load_coefficients(w_ptr, b_ptr, ORDER: tl.constexpr):
+    """(b, a_1, ..., a_4) in fp32; a_i = weight[ORDER - i], unused orders 0."""
+    b = tl.load(b_ptr).to(tl.float32)
+    a1 = tl.load(w_ptr + ORDER - 1).to(tl.float32)
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    if ORDER >= 2:
+        a2 = tl.load(w_ptr + ORDER - 2).to(tl.float32)
+    if ORDER >= 3:
+        a3 = tl.load(w_ptr + ORDER - 3).to(tl.float32)
+    if ORDER >= 4:
+        a4 = tl.load(w_ptr + ORDER - 4).to(tl.float32)
+    return b, a1, a2, a3, a4
+
+
+@triton.jit
+def _fwd_kernel(
+    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * N
+    offs = tl.arange(0, BLOCK_N)
+    if SINGLE:
+        # Whole row in registers: one read of x.
+        mask = offs < N
+        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)
+        rs = 1.0 / s
+        u = x * rs
+        u2 = u * u
+        s1 = tl.sum(u2, axis=0)
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        if ORDER >= 2:
+            s2 = tl.sum(u2 * u2, axis=0)
+        if ORDER >= 3:
+            s3 = tl.sum(u2 * u2 * u2, axis=0)
+        if ORDER >= 4:
+            s4 = tl.sum((u2 * u2) * (u2 * u2), axis=0)
+    else:
+        # Statistics pass with an online max: acc_k holds sum (x / s)^(2k) for the running s.
+        s = tl.full([], 1.0, tl.float32)
+        acc1 = tl.zeros([BLOCK_N], tl.float32)
+        acc2 = tl.zeros([BLOCK_N], tl.float32)
+        acc3 = tl.zeros([BLOCK_N], tl.float32)
+        acc4 = tl.zeros([BLOCK_N], tl.float32)
+        for start in range(0, N, BLOCK_N):
+            mask = start + offs < N
+            xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            s_new = tl.maximum(s, tl.max(tl.abs(xc), axis=0))
+            f2 = s / s_new
+            f2 = f2 * f2  # (s_old / s_new)^2 <= 1: rescales the old partial sums
+            uc = xc * (1.0 / s_new)
+            uc2 = uc * uc
+            acc1 = acc1 * f2 + uc2
+            if ORDER >= 2:
+                acc2 = acc2 * (f2 * f2) + uc2 * uc2
+            if ORDER >= 3:
+                acc3 = acc3 * (f2 * f2 * f2) + uc2 * uc2 * uc2
+            if ORDER >= 4:
+                acc4 = acc4 * ((f2 * f2) * (f2 * f2)) + (uc2 * uc2) * (uc2 * uc2)
+            s = s_new
+        rs = 1.0 / s
+        s1 = tl.sum(acc1, axis=0)
+        s2 = tl.sum(acc2, axis=0)
+        s3 = tl.sum(acc3, axis=0)
+        s4 = tl.sum(acc4, axis=0)
+
+    # t_i = s^i * inv_i; s^(-2i) and s^(-i) built by repeated products (they may underflow to 0: fine).
+    inv_n = 1.0 / N
+    rs2 = rs * rs
+    inv_row = inv_ptr + row * ORDER
+    t1 = tl.rsqrt(s1 * inv_n + eps * rs2)
+    tl.store(inv_row, t1 * rs)
+    t2 = 0.0
+    t3 = 0.0
+    t4 = 0.0
+    if ORDER >= 2:
+        t2 = tl.rsqrt(s2 * inv_n + eps * (rs2 * rs2))
+        tl.store(inv_row + 1, t2 * rs * rs)
+    if ORDER >= 3:
+        t3 = tl.rsqrt(s3 * inv_n + eps * (rs2 * rs2 * rs2))
+        tl.store(inv_row + 2, t3 * rs * rs * rs)
+    if ORDER >= 4:
+        t4 = tl.rsqrt(s4 * inv_n + eps * ((rs2 * rs2) * (rs2 * rs2)))
+        tl.store(inv_row + 3, t4 * rs * rs * rs * rs)
+
+    b, a1, a2, a3, a4 = _load_coefficients(w_ptr, b_ptr, ORDER)
+    c1 = a1 * t1
+    c2 = a2 * t2
+    c3 = a3 * t3
+    c4 = a4 * t4
+    y_row = y_ptr + row * N
+    if SINGLE:
+        y = horner(u, b, c1, c2, c3, c4, ORDER)
+        if GATED:
+            y = y * tl.load(up_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_row + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        # Output pass: re-reads the row (mostly from L2).
+        for start in range(0, N, BLOCK_N):
+            mask = start + offs < N
+            xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            y = horner(xc * rs, b, c1, c2, c3, c4, ORDER)
+            if GATED:
+                y = y * tl.load(up_ptr + row * N + start + offs, mask=mask, other=0.0).to(tl.float32)
+            tl.store(y_row + start + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grad_terms(g, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER: tl.constexpr, GATED: tl.constexpr):
+    """(g', v, PolyNorm(x) or 0) for one block: g' = g * up when gated, v = x * inv_1."""
+    v = x * k
+    p = 0.0
+    if GATED:
+        p = horner(v, b, a1, a2 * r2, a3 * r3, a4 * r4, ORDER)
+        g = g * up
+    return g, v, p
+
+
+@triton.jit
+def _bwd_kernel(
+    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    base = row * N
+    offs = tl.arange(0, BLOCK_N)
+    inv_row = inv_ptr + row * ORDER
+    k = tl.load(inv_row)  # inv_1
+    # rho_i = inv_i / inv_1^i by repeated division: no intermediate underflows.
+    r2 = 0.0
+    r3 = 0.0
+    r4 = 0.0
+    if ORDER >= 2:
+        r2 = tl.load(inv_row + 1) / k / k
+    if ORDER >= 3:
+        r3 = tl.load(inv_row + 2) / k / k / k
+    if ORDER >= 4:
+        r4 = tl.load(inv_row + 3) / k / k / k / k
+    b, a1, a2, a3, a4 = _load_coefficients(w_ptr, b_ptr, ORDER)
+
+    # Pass 1: D_i = sum_j g'_j v_j^i and G = sum_j g'_j.
+    if SINGLE:
+        mask = offs < N
+        g0 = tl.load(gy_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        up = 0.0
+        if GATED:
+            up = tl.load(up_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        g, v, p = _grad_terms(g0, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
+        gsum = tl.sum(g, axis=0)
+        gv = g * v
+        dsum1 = tl.sum(gv, axis=0)
+        dsum2 = 0.0
+        dsum3 = 0.0
+        dsum4 = 0.0
+        if ORDER >= 2:
+            gv = gv * v
+            dsum2 = tl.sum(gv, axis=0)
+        if ORDER >= 3:
+            gv = gv * v
+            dsum3 = tl.sum(gv, axis=0)
+        if ORDER >= 4:
+            gv = gv * v
+            dsum4 = tl.sum(gv, axis=0)
+    else:
+        acc0 = tl.zeros([BLOCK_N], tl.float32)
+        acc1 = tl.zeros([BLOCK_N], tl.float32)
+        acc2 = tl.zeros([BLOCK_N], tl.float32)
+        acc3 = tl.zeros([BLOCK_N], tl.float32)
+        acc4 = tl.zeros([BLOCK_N], tl.float32)
+        for start in range(0, N, BLOCK_N):
+            mask = start + offs < N
+            g = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+            x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+            up = 0.0
+            if GATED:
+                up = tl.load(up_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+                up = up.to(tl.float32)
+            g, v, p = _grad_terms(
+                g.to(tl.float32), x.to(tl.float32), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED
+            )
+            acc0 += g
+            gv = g * v
+            acc1 += gv
+            if ORDER >= 2:
+                gv = gv * v
+                acc2 += gv
+            if ORDER >= 3:
+                gv = gv * v
+                acc3 += gv
+            if ORDER >= 4:
+                gv = gv * v
+                acc4 += gv
+        gsum = tl.sum(acc0, axis=0)
+        dsum1 = tl.sum(acc1, axis=0)
+        dsum2 = tl.sum(acc2, axis=0)
+        dsum3 = tl.sum(acc3, axis=0)
+        dsum4 = tl.sum(acc4, axis=0)
+
+    # Per-row weight/bias gradients (summed over rows by the launcher): d_i = rho_i * D_i.
+    part_row = part_ptr + row * (ORDER + 1)
+    tl.store(part_row + ORDER, gsum)
+    tl.store(part_row + ORDER - 1, dsum1)
+    if ORDER >= 2:
+        tl.store(part_row + ORDER - 2, r2 * dsum2)
+    if ORDER >= 3:
+        tl.store(part_row + ORDER - 3, r3 * dsum3)
+    if ORDER >= 4:
+        tl.store(part_row + ORDER - 4, r4 * dsum4)
+
+    # dx = inv_1 * (g' * P'(v) - v * sum_i e_i (v^2)^(i-1)), e_i = i a_i rho_i^2 d_i / N.
+    inv_n = 1.0 / N
+    e1 = a1 * dsum1 * inv_n
+    e2 = 2.0 * a2 * r2 * r2 * r2 * dsum2 * inv_n
+    e3 = 3.0 * a3 * r3 * r3 * r3 * dsum3 * inv_n
+    e4 = 4.0 * a4 * r4 * r4 * r4 * dsum4 * inv_n
+    p1 = 2.0 * a2 * r2
+    p2 = 3.0 * a3 * r3
+    p3 = 4.0 * a4 * r4
+    if SINGLE:
+        dpoly = horner(v, a1, p1, p2, p3, 0.0, ORDER - 1)
+        gx = k * (g * dpoly - v * horner(v * v, e1, e2, e3, e4, 0.0, ORDER - 1))
+        tl.store(gx_ptr + base + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        if GATED:
+            tl.store(gup_ptr + base + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
+    else:
+        for start in range(0, N, BLOCK_N):
+            mask = start + offs < N
+            g0 = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
+            x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
+            g0 = g0.to(tl.float32)
+            up = 0.0
+            if GATED:
+                up = tl.load(up_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
+                up = up.to(tl.float32)
+            g, v, p = _grad_terms(g0, x.to(tl.float32), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
+            dpoly = horner(v, a1, p1, p2, p3, 0.0, ORDER - 1)
+            gx = k * (g * dpoly - v * horner(v * v, e1, e2, e3, e4, 0.0, ORDER - 1))
+            tl.store(gx_ptr + base + start + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+            if GATED:
+                tl.store(gup_ptr + base + start + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
+
+
+def _rows(x, name):
+    if x.dim() != 2:
+        raise RuntimeError(f"{name} expects a 2-D (rows, features) tensor, got shape {tuple(x.shape)}")
+    return x.shape
+
+
+def _forward(x, up, weight, bias, eps, block_size, name):
+    check_launch(name, x, weight, bias, *([] if up is None else [up]))
+    m, n = _rows(x, name)
+    order = weight.numel()
+    y = torch.empty_like(x)
+    inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
+    if m == 0 or n == 0:
+        return y, inv_rms.fill_(float("nan") if n == 0 else 0.0)
+    block, single, warps = row_launch_config(n, x.element_size(), block_size)
+    _fwd_kernel[(m,)](
+        x, x if up is None else up, y, inv_rms, weight, bias, n, float(eps),
+        ORDER=order, BLOCK_N=block, SINGLE=single, GATED=up is not None, num_warps=warps,
+    )
+    return y, inv_rms
+
+
+def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
+    check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]))
+    m, n = _rows(x, name)
+    order = weight.numel()
+    grad_x = torch.empty_like(x)
+    grad_up = None if up is None else torch.empty_like(up)
+    partials = torch.zeros((m, order + 1), dtype=torch.float32, device=x.device)
+    if m > 0 and n > 0:
+        block, single, warps = row_launch_config(n, x.element_size(), block_size)
+        _bwd_kernel[(m,)](
+            grad_y.contiguous(), x, x if up is None else up, inv_rms, weight, weight if bias is None else bias,
+            grad_x, grad_x if up is None else grad_up, partials, n,
+            ORDER=order, BLOCK_N=block, SINGLE=single, GATED=up is not None, num_warps=warps,
+        )
+    sums = partials.sum(dim=0)  # deterministic: fixed-order reduction over rows
+    return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]
+
+
+def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None):
+    """PolyNorm forward on (M, N) ``x``: returns (y in x's dtype, inv_rms (M, r) fp32).
+
+    ``block_size`` (a power of two) forces the block; rows longer than it take the chunked path.
+    """
+    return _forward(x, None, weight, bias, eps, block_size, "poly_norm_forward_triton")
+
+
+def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None):
+    """PolyNorm backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32)."""
+    grad_x, _, grad_w, grad_b = _backward(
+        grad_y, x, None, weight, None, inv_rms, block_size, "poly_norm_backward_triton"
+    )
+    return grad_x, grad_w, grad_b
+
+
+def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None):
+    """Gated PolyNorm forward, PolyNorm(gate) * up: returns (y in gate's dtype, inv_rms of gate (M, r) fp32)."""
+    return _forward(gate, up.contiguous(), weight, bias, eps, block_size, "gated_poly_norm_forward_triton")
+
+
+def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None):
+    """Gated PolyNorm backward: returns (grad_gate, grad_up, grad_weight fp32, grad_bias (1,) fp32)."""
+    return _backward(grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, "gated_poly_norm_backward_triton")

@@ -1,0 +1,297 @@
+"""Triton kernels (polycom.ops.triton_*) against autograd through polycom.reference.
+
+Without a GPU the kernels run in the Triton interpreter on CPU tensors
+(numerics only, slow: shapes stay small). On a CUDA machine, run with
+TRITON_INTERPRET=0 to test the compiled kernels on the GPU.
+
+Expected values come from the reference functions evaluated in float64 on the
+same (already rounded) inputs, differentiated by autograd; the only errors left
+are the kernels' fp32 arithmetic and the rounding of outputs to their dtype.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from polycom import reference as ref  # noqa: E402
+from polycom.ops.triton_poly_norm import (  # noqa: E402
+    gated_poly_norm_backward_triton,
+    gated_poly_norm_forward_triton,
+    poly_norm_backward_triton,
+    poly_norm_forward_triton,
+)
+from polycom.ops.triton_poly_relu import poly_relu_backward_triton, poly_relu_forward_triton  # noqa: E402
+from polycom.ops.triton_utils import interpreting, triton_available  # noqa: E402
+
+if not triton_available():
+    pytest.skip("Triton cannot run here (no CUDA device and TRITON_INTERPRET != 1)", allow_module_level=True)
+
+DEVICE = "cpu" if interpreting() else "cuda"
+EPS = 1e-6
+
+# Tolerances: (rel, floor). Checked as |actual - expected| <= rel * |expected| + floor * max|expected|.
+# The floor covers entries near zero from cancellation between terms of size ~max|expected|.
+# bf16 output rounding: at most half an ulp (2^-9 relative) with the GPU's round-to-nearest;
+# the Triton interpreter truncates fp32 -> bf16 (checked with triton 3.9), up to a full ulp (2^-8..2^-7).
+BF16_ROUNDING = 2**-7 if interpreting() else 2**-8
+TOL_Y = {
+    torch.float32: (1e-5, 1e-6),  # fp32 sums of <= 1e3 terms and rsqrt: a few ulp (2^-23 ~ 1.2e-7) each
+    torch.bfloat16: (BF16_ROUNDING, 2**-9),  # output rounded to bf16 (see above), plus the fp32 error
+    torch.float16: (2**-10, 2**-11),  # output rounded to fp16 (half ulp 2^-11), plus the fp32 error above
+}
+# Input gradients: the closed form subtracts (d_i / N) n_i from g, so fp32 errors grow by ~ the
+# ratio of the terms to the result: 10x the forward's fp32 tolerance; 16-bit ones are output rounding.
+TOL_DX = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (BF16_ROUNDING, 2**-8), torch.float16: (2**-10, 2**-10)}
+# Weight/bias gradients are fp32 sums over all M*N elements whatever the dtype (inputs are exact).
+TOL_DW = (1e-4, 1e-5)
+# inv_rms is fp32 from fp32 sums: a few ulp; 1e-40 absolute covers values that underflow in fp32.
+TOL_INV = (1e-5, 0.0)
+
+# (M, N, block_size): block_size None lets the launcher choose (single block); a small
+# forced block makes the row longer than a block, so the chunked two-pass path runs.
+SHAPES = [(1, 1, None), (7, 123, None), (1, 1000, 128), (3, 1000, 256)]
+
+
+def assert_close(actual, expected, tol, what, abs_floor=0.0):
+    rel, floor = tol
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    bound = rel * expected.abs() + floor * expected.abs().max() + abs_floor
+    err = (actual - expected).abs()
+    worst = (err - bound).argmax()
+    assert (err <= bound).all(), (
+        f"{what}: max error {err.max().item():.3e}; worst entry {actual.flatten()[worst].item():.6e} "
+        f"vs {expected.flatten()[worst].item():.6e}"
+    )
+
+
+def coefficients(order, dtype=torch.float32, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(order, generator=gen).to(dtype)
+    bias = torch.randn(1, generator=gen).to(dtype)
+    return weight.to(DEVICE), bias.to(DEVICE)
+
+
+def randn(m, n, dtype, scale=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(m, n, generator=gen, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
+
+
+def inv_rms_float64(x, order, eps=EPS):
+    """1 / sqrt(mean(x^(2i)) + eps) per row, i = 1..r, typed out in float64 (exact for |x| < 1e38)."""
+    x = x.double().cpu()
+    return torch.stack([1.0 / torch.sqrt((x ** (2 * i)).mean(-1) + eps) for i in range(1, order + 1)], dim=-1)
+
+
+def grad_x_floor(grad_y, inv, weight, rel=1e-6):
+    """Absolute error allowed in grad_x from cancellation inside the closed form.
+
+    grad_x is a difference of terms of size up to max|g| * inv_1 * sum_i i |a_i| (times
+    |n_i| ~ 1); when they cancel (e.g. N = 1, where the true gradient is ~eps), fp32 leaves
+    an error of a few ulp of the terms, not of the result.
+    """
+    order = weight.numel()
+    coef = sum(i * abs(weight[order - i].item()) for i in range(1, order + 1))
+    return rel * grad_y.abs().max().item() * inv[:, 0].max().item() * coef
+
+
+def reference_grads(fn, inputs, grad_y):
+    """Output and gradients of ``fn`` by autograd, in float64 on CPU, at the given (rounded) inputs."""
+    leaves = [t.detach().double().cpu().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    out.backward(grad_y.double().cpu())
+    return out.detach(), [t.grad for t in leaves]
+
+
+# ----------------------------------------------------------------------------- PolyNorm
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("m,n,block", SHAPES)
+def test_poly_norm(order, dtype, m, n, block):
+    x = randn(m, n, dtype, scale=2.0)
+    weight, bias = coefficients(order)
+    grad_y = randn(m, n, dtype, seed=5)
+
+    y, inv = poly_norm_forward_triton(x, weight, bias, EPS, block_size=block)
+    assert y.dtype == dtype and inv.dtype == torch.float32 and inv.shape == (m, order)
+    expected, (gx_ref, gw_ref, gb_ref) = reference_grads(
+        lambda x_, w_, b_: ref.poly_norm_reference(x_, w_, b_, EPS), (x, weight, bias), grad_y
+    )
+    assert_close(y, expected, TOL_Y[dtype], "y")
+    assert_close(inv, inv_rms_float64(x, order), TOL_INV, "inv_rms")
+
+    gx, gw, gb = poly_norm_backward_triton(grad_y, x, weight, inv, block_size=block)
+    assert gx.dtype == dtype and gw.dtype == torch.float32 and gb.dtype == torch.float32
+    assert gw.shape == weight.shape and gb.shape == (1,)
+    assert_close(gx, gx_ref, TOL_DX[dtype], "grad_x", abs_floor=grad_x_floor(grad_y, inv, weight))
+    assert_close(gw, gw_ref, TOL_DW, "grad_weight")
+    assert_close(gb, gb_ref, TOL_DW, "grad_bias")
+
+
+@pytest.mark.parametrize("order", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("m,n,block", [(7, 123, None), (3, 1000, 256)])
+def test_gated_poly_norm(order, dtype, m, n, block):
+    gate = randn(m, n, dtype, scale=2.0)
+    up = randn(m, n, dtype, seed=3)
+    weight, bias = coefficients(order)
+    grad_y = randn(m, n, dtype, seed=5)
+
+    y, inv = gated_poly_norm_forward_triton(gate, up, weight, bias, EPS, block_size=block)
+    expected, (gg_ref, gu_ref, gw_ref, gb_ref) = reference_grads(
+        lambda g_, u_, w_, b_: ref.gated_poly_norm_reference(g_, u_, w_, b_, EPS), (gate, up, weight, bias), grad_y
+    )
+    assert_close(y, expected, TOL_Y[dtype], "y")
+    assert_close(inv, inv_rms_float64(gate, order), TOL_INV, "inv_rms")
+
+    gg, gu, gw, gb = gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv, block_size=block)
+    assert gg.dtype == dtype and gu.dtype == dtype and gw.dtype == torch.float32
+    assert_close(gg, gg_ref, TOL_DX[dtype], "grad_gate", abs_floor=grad_x_floor(grad_y * up, inv, weight))
+    assert_close(gu, gu_ref, TOL_DX[dtype], "grad_up")
+    assert_close(gw, gw_ref, TOL_DW, "grad_weight")
+    assert_close(gb, gb_ref, TOL_DW, "grad_bias")
+
+
+def test_poly_norm_coefficients_in_input_dtype():
+    x = randn(4, 64, torch.bfloat16)
+    weight, bias = coefficients(3, dtype=torch.bfloat16)
+    y, inv = poly_norm_forward_triton(x, weight, bias, EPS)
+    y32, inv32 = poly_norm_forward_triton(x, weight.float(), bias.float(), EPS)
+    # bf16 coefficients are exactly representable in fp32: identical results.
+    assert torch.equal(y, y32) and torch.equal(inv, inv32)
+    grad_y = randn(4, 64, torch.bfloat16, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(
+        poly_norm_backward_triton(grad_y, x, weight, inv), poly_norm_backward_triton(grad_y, x, weight.float(), inv)
+    ))
+
+
+# Large inputs: rows whose x^6 overflows fp32 (bf16 to 1e30), the fp16 range (60000), a
+# row of tiny values next to huge ones, on both the single-block and the chunked path.
+@pytest.mark.parametrize("block", [None, 64])
+@pytest.mark.parametrize("dtype,scale", [(torch.bfloat16, 1e30), (torch.float16, 2e4), (torch.bfloat16, 1e8)])
+def test_poly_norm_large_values_forward(dtype, scale, block):
+    order = 4
+    x = randn(4, 200, dtype, scale=scale)
+    x[1] = randn(1, 200, dtype, scale=1e-3, seed=7)  # eps-dominated row
+    x[2, 150] = 60000.0 if dtype == torch.float16 else scale * 30  # a late outlier: the online max must rescale
+    weight, bias = coefficients(order)
+    y, inv = poly_norm_forward_triton(x, weight, bias, EPS, block_size=block)
+    expected = ref.poly_norm_reference(x.double().cpu(), weight.double().cpu(), bias.double().cpu(), EPS)
+    assert_close(y, expected, TOL_Y[dtype], "y")
+    # Stored inv_i ~ max|x|^(-i) underflows for 1e30 rows: compared down to fp32's smallest normal.
+    assert_close(inv, inv_rms_float64(x, order), (1e-5, 0.0), "inv_rms", abs_floor=1.2e-38)
+
+
+@pytest.mark.parametrize("block", [None, 64])
+@pytest.mark.parametrize("dtype,scale,order", [(torch.float16, 2e4, 4), (torch.bfloat16, 1e9, 3), (torch.bfloat16, 1e30, 1)])
+def test_poly_norm_large_values_backward(dtype, scale, order, block):
+    # The backward is exact while every stored inv_i is a normal fp32 (max|x|^r < ~1e37).
+    x = randn(3, 200, dtype, scale=scale)
+    x[2, 100] = 60000.0 if dtype == torch.float16 else scale * 30
+    weight, bias = coefficients(order)
+    grad_y = randn(3, 200, dtype, seed=5)
+    _, inv = poly_norm_forward_triton(x, weight, bias, EPS, block_size=block)
+    _, (gx_ref, gw_ref, gb_ref) = reference_grads(
+        lambda x_, w_, b_: ref.poly_norm_reference(x_, w_, b_, EPS), (x, weight, bias), grad_y
+    )
+    gx, gw, gb = poly_norm_backward_triton(grad_y, x, weight, inv, block_size=block)
+    # grad_x ~ 1/scale is far below the 16-bit subnormal range for huge rows; compare per row scale.
+    row_scale = gx_ref.abs().amax(-1, keepdim=True)
+    assert_close(gx.double().cpu() / row_scale, gx_ref / row_scale, TOL_DX[dtype], "grad_x / row max")
+    assert_close(gw, gw_ref, TOL_DW, "grad_weight")
+    assert_close(gb, gb_ref, TOL_DW, "grad_bias")
+
+
+def test_poly_norm_backward_beyond_fp32_inv_range_is_finite():
+    # bf16 rows near 1e30 with r = 4: inv_2..inv_4 underflow to 0 in the (M, r) fp32 contract,
+    # so those gradient terms vanish; the kernel must still return finite numbers.
+    x = randn(2, 100, torch.bfloat16, scale=1e30)
+    weight, bias = coefficients(4)
+    _, inv = poly_norm_forward_triton(x, weight, bias, EPS)
+    gx, gw, gb = poly_norm_backward_triton(randn(2, 100, torch.bfloat16, seed=5), x, weight, inv)
+    assert torch.isfinite(gx.float()).all() and torch.isfinite(gw).all() and torch.isfinite(gb).all()
+
+
+# ----------------------------------------------------------------------------- PolyReLU
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("m,n,block", [(1, 1, 4096), (7, 123, 256), (3, 1000, 4096)])
+def test_poly_relu(order, dtype, m, n, block):
+    x = randn(m, n, dtype, scale=2.0)
+    x[0, 0] = 0.0  # relu'(0) = 0, as torch
+    weight, bias = coefficients(order)
+    grad_y = randn(m, n, dtype, seed=5)
+
+    y = poly_relu_forward_triton(x, weight, bias, block_size=block)
+    expected, (gx_ref, gw_ref, gb_ref) = reference_grads(ref.poly_relu_reference, (x, weight, bias), grad_y)
+    assert y.dtype == dtype
+    assert_close(y, expected, TOL_Y[dtype], "y")
+
+    gx, gw, gb = poly_relu_backward_triton(grad_y, x, weight, block_size=block)
+    assert gx.dtype == dtype and gw.dtype == torch.float32 and gw.shape == weight.shape and gb.shape == (1,)
+    # Horner's rule vs the reference's power sum: fp32 rounding only, as for PolyNorm's output.
+    assert_close(gx, gx_ref, TOL_Y[dtype], "grad_x")
+    assert_close(gw, gw_ref, TOL_DW, "grad_weight")
+    assert_close(gb, gb_ref, TOL_DW, "grad_bias")
+
+
+def test_poly_relu_overflows_like_the_reference():
+    # PolyReLU is unbounded: values past the dtype's range are inf, as in the reference.
+    x = torch.tensor([[-60000.0, 0.5, 30.0, 300.0, 60000.0]], dtype=torch.float16, device=DEVICE)
+    weight, bias = coefficients(3)
+    weight = weight.abs()
+    y = poly_relu_forward_triton(x, weight, bias)
+    expected = ref.poly_relu_reference(x.cpu(), weight.cpu(), bias.cpu())
+    assert torch.equal(torch.isinf(y.cpu()), torch.isinf(expected)) and torch.isinf(expected).any()
+    finite = torch.isfinite(expected)
+    assert_close(y.cpu()[finite], expected[finite], TOL_Y[torch.float16], "finite y")
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_import_without_triton_is_safe():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from polycom.ops import triton_poly_norm, triton_poly_relu, triton_utils\n"
+        "assert not triton_utils.triton_available()\n"
+        "x = torch.zeros(2, 3)\n"
+        "for call in (lambda: triton_poly_norm.poly_norm_forward_triton(x, torch.ones(3), torch.zeros(1), 1e-6),\n"
+        "             lambda: triton_poly_relu.poly_relu_forward_triton(x, torch.ones(3), torch.zeros(1))):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as e:\n"
+        "        assert 'Triton' in str(e), e\n"
+        "    else:\n"
+        "        raise AssertionError('no error')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_rejects_cpu_tensors_outside_the_interpreter():
+    code = (
+        "import os; os.environ['TRITON_INTERPRET'] = '0'\n"
+        "import torch\n"
+        "from polycom.ops.triton_poly_norm import poly_norm_forward_triton\n"
+        "try:\n"
+        "    poly_norm_forward_triton(torch.zeros(2, 3), torch.ones(3), torch.zeros(1), 1e-6)\n"
+        "except RuntimeError as e:\n"
+        "    print('ok' if 'CUDA' in str(e) else e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
