@@ -1,0 +1,244 @@
+"""Text corpora as streams of documents, split by document into train/validation.
+
+A corpus is named by one string, ``source``:
+
+- ``"stdlib"`` (the default): the embedded corpus, built from the running
+  Python installation's own standard library. Always present, no download.
+- a local path: a ``.txt``, ``.jsonl`` (one JSON object per line with a text
+  field) or ``.parquet`` file, or a folder searched recursively for them.
+- ``"hf:NAME"``: a Hugging Face ``datasets`` dataset (optional extra), by hub
+  name or by the path of a dataset saved with ``Dataset.save_to_disk``.
+- a short alias of a standard corpus (``tinystories``, ``fineweb-edu``,
+  ``wikitext-103``, ``openwebtext``): ``hf:`` with the right name and config.
+
+Documents are yielded in a fixed order and each goes to validation when a hash
+of its identifier falls under ``val_fraction``, so the split is the same on every
+machine and independent of the document order. Nothing here holds the whole
+corpus in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["DataError", "Document", "CorpusSpec", "iter_documents", "split_of", "STANDARD_CORPORA", "describe_source"]
+
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+# ``<|endoftext|>`` on a line of its own separates documents inside a .txt file
+# (the convention of TinyStories-style dumps); a .txt file without it is cut into
+# documents of TXT_LINES_PER_DOC lines, so one big file still gets a validation split.
+TXT_SEPARATOR = "<|endoftext|>"
+TXT_LINES_PER_DOC = 200
+
+# name -> (hub name, config); "one flag away when online".
+STANDARD_CORPORA: dict[str, tuple[str, str | None]] = {
+    "tinystories": ("roneneldan/TinyStories", None),
+    "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT"),
+    "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1"),
+    "openwebtext": ("Skylion007/openwebtext", None),
+}
+
+# Standard-library folders left out of the embedded corpus: test suites (large,
+# repetitive fixtures), third-party installs, IDLE and caches.
+_STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "idlelib"}
+
+
+class DataError(ValueError):
+    """A data source is missing, empty or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str  # stable identifier (relative path, path:line, dataset row); decides the split
+    text: str
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    source: str = "stdlib"
+    text_field: str = "text"
+    val_fraction: float = 0.05
+    hf_config: str | None = None
+    hf_split: str = "train"
+    max_documents: int = 0  # 0 = all
+
+
+def split_of(doc_id: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"``: a uniform hash of the id compared to the fraction."""
+    h = int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big")
+    return "val" if h < val_fraction * 2**64 else "train"
+
+
+def iter_documents(spec: CorpusSpec) -> Iterator[Document]:
+    """All documents of the corpus, in a deterministic order."""
+    source = spec.source
+    if source == "stdlib":
+        docs = _stdlib_documents()
+    elif source in STANDARD_CORPORA:
+        name, config = STANDARD_CORPORA[source]
+        docs = _hf_documents(name, spec.hf_config or config, spec.hf_split, spec.text_field)
+    elif source.startswith("hf:"):
+        docs = _hf_documents(source[3:], spec.hf_config, spec.hf_split, spec.text_field)
+    else:
+        docs = _local_documents(Path(source), spec.text_field)
+    count = 0
+    for doc in docs:
+        if spec.max_documents and count >= spec.max_documents:
+            return
+        count += 1
+        yield doc
+    if count == 0:
+        raise DataError(f"data source {source!r} contains no documents")
+
+
+def describe_source(source: str) -> str:
+    if source == "stdlib":
+        return (f"embedded corpus: Python {sys.version.split()[0]} standard library sources + "
+                "pydoc_data topics (PSF License)")
+    if source in STANDARD_CORPORA:
+        return f"Hugging Face dataset {STANDARD_CORPORA[source][0]}"
+    return source
+
+
+# --- the embedded corpus ---------------------------------------------------
+
+def stdlib_files() -> list[Path]:
+    """The ``.py`` files of the embedded corpus, sorted by relative path.
+
+    Rule: every ``*.py`` file under ``sysconfig.get_paths()["stdlib"]`` except those
+    in folders named test/tests/idle_test/idlelib/site-packages/dist-packages/
+    __pycache__, and except ``pydoc_data/topics.py`` (its topics are added one
+    document each instead).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _STDLIB_SKIP_DIRS)
+        for name in filenames:
+            if name.endswith(".py"):
+                files.append(Path(dirpath, name))
+    files = [f for f in files if f.relative_to(root).as_posix() != "pydoc_data/topics.py"]
+    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+
+
+def _stdlib_documents() -> Iterator[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in stdlib_files():
+        # A few stdlib files hold non-UTF-8 test bytes; replacement keeps them deterministic.
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        if text.strip():
+            yield Document("stdlib/" + path.relative_to(root).as_posix(), text)
+    from pydoc_data import topics
+
+    for key in sorted(topics.topics):
+        yield Document(f"pydoc_data/topics/{key}", topics.topics[key])
+
+
+# --- local files -------------------------------------------------------------
+
+def local_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise DataError(f"data path not found: {str(path)!r}")
+    if path.is_file():
+        if path.suffix not in LOCAL_SUFFIXES:
+            raise DataError(f"{str(path)!r}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES)
+    if not files:
+        raise DataError(f"data folder {str(path)!r} has no {'/'.join(LOCAL_SUFFIXES)} files")
+    return files
+
+
+def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
+    root = path if path.is_dir() else path.parent
+    for file in local_files(path):
+        rel = file.relative_to(root).as_posix()
+        if file.stat().st_size == 0:
+            raise DataError(f"data file {str(file)!r} is empty")
+        reader = {".txt": _txt_documents, ".jsonl": _jsonl_documents, ".parquet": _parquet_documents}[file.suffix]
+        n = 0
+        for doc_id, text in reader(file, text_field):
+            n += 1
+            yield Document(f"{rel}:{doc_id}", text)
+        if n == 0:
+            raise DataError(f"data file {str(file)!r} contains no text")
+
+
+def _txt_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"data file {str(file)!r} is not valid UTF-8 text: {e}") from None
+    if TXT_SEPARATOR in text:
+        parts = text.split("\n" + TXT_SEPARATOR + "\n")
+    else:
+        lines = text.splitlines(keepends=True)
+        parts = ["".join(lines[i:i + TXT_LINES_PER_DOC]) for i in range(0, len(lines), TXT_LINES_PER_DOC)]
+    for i, part in enumerate(parts):
+        if part.strip():
+            yield str(i), part
+
+
+def _jsonl_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"data file {str(file)!r}, line {lineno}: not valid JSON ({e})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                raise DataError(f"data file {str(file)!r}, line {lineno}: no string field {text_field!r}")
+            if record[text_field].strip():
+                yield str(lineno), record[text_field]
+
+
+def _parquet_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
+    try:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(file)
+    except ImportError:
+        raise DataError(f"reading {str(file)!r} needs pyarrow: pip install 'polycom[hf]'") from None
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise DataError(f"data file {str(file)!r} is not a readable parquet file: {e}") from None
+    if text_field not in pf.schema_arrow.names:
+        raise DataError(f"data file {str(file)!r} has no column {text_field!r} (columns: {pf.schema_arrow.names})")
+    row = 0
+    try:
+        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if isinstance(text, str) and text.strip():
+                    yield str(row), text
+    except Exception as e:
+        raise DataError(f"data file {str(file)!r} is corrupt near row {row}: {e}") from None
+
+
+# --- Hugging Face datasets ---------------------------------------------------
+
+def _hf_documents(name: str, config: str | None, split: str, text_field: str) -> Iterator[Document]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"source 'hf:{name}' needs the datasets package: pip install 'polycom[hf]'") from None
+    if Path(name).exists():
+        ds = datasets.load_from_disk(name)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+    else:
+        ds = datasets.load_dataset(name, config, split=split)
+    if text_field not in ds.column_names:
+        raise DataError(f"dataset {name!r} has no column {text_field!r} (columns: {ds.column_names})")
+    for i, record in enumerate(ds.select_columns([text_field])):
+        text = record[text_field]
+        if isinstance(text, str) and text.strip():
+            yield Document(f"{name}:{i}", text)

@@ -1,0 +1,134 @@
+"""corpus -> content hash -> tokenizer -> token shards, each step cached by content.
+
+``prepare_data`` is idempotent: a second call with the same corpus and tokenizer
+finds the tokenizer and the shards in the cache folder (``POLYCOM_CACHE`` or
+``~/.cache/polycom``) and only re-hashes the corpus. Cache entries are written
+to a temporary name and renamed, so an interrupted preparation leaves nothing
+half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .corpus import CorpusSpec, iter_documents, split_of
+from .shards import ShardWriter, TokenStream, token_dtype
+from .tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer, train_bpe
+
+__all__ = ["PreparedData", "prepare_data", "corpus_hash", "default_cache_dir"]
+
+FORMAT_VERSION = 1
+_ENCODE_BATCH = 256
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("POLYCOM_CACHE") or Path.home() / ".cache" / "polycom")
+
+
+@dataclass
+class PreparedData:
+    folder: Path  # holds meta.json and the shard files
+    tokenizer: Tokenizer
+    meta: dict
+
+    @property
+    def corpus_hash(self) -> str:
+        return self.meta["corpus_hash"]
+
+    def stream(self, split: str) -> TokenStream:
+        return TokenStream(self.folder, split)
+
+
+def corpus_hash(spec: CorpusSpec) -> str:
+    """SHA-256 over every document's split, id and text, in corpus order."""
+    h = hashlib.sha256()
+    for doc in iter_documents(spec):
+        h.update(f"{split_of(doc.doc_id, spec.val_fraction)}\0{doc.doc_id}\0".encode())
+        h.update(doc.text.encode("utf-8", errors="surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _train_texts(spec: CorpusSpec):
+    for doc in iter_documents(spec):
+        if split_of(doc.doc_id, spec.val_fraction) == "train":
+            yield doc.text
+
+
+def get_tokenizer(name: str, vocab_size: int, spec: CorpusSpec, content_hash: str, cache_dir: Path,
+                  log=print) -> Tokenizer:
+    """``"byte"``, ``"bpe"`` (trained on the train split, cached) or ``"hf:NAME_OR_PATH"``."""
+    if name == "byte":
+        return ByteTokenizer()
+    if name.startswith("hf:"):
+        return load_tokenizer(name[3:])
+    if name != "bpe":
+        raise ValueError(f"data.tokenizer must be 'bpe', 'byte' or 'hf:NAME', got {name!r}")
+    path = cache_dir / "tokenizers" / f"bpe-{vocab_size}-{content_hash[:16]}.json"
+    if path.exists():
+        return load_tokenizer(str(path))
+    t0 = time.perf_counter()
+    log(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the train split ...")
+    tok = train_bpe(_train_texts(spec), vocab_size, save_path=path)
+    log(f"  done in {time.perf_counter() - t0:.1f}s -> {path}")
+    return load_tokenizer(str(path))  # reload: the saved file is what later runs use
+
+
+def _write_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict) -> None:
+    dtype = token_dtype(tok.vocab_size)
+    writers = {s: ShardWriter(folder, s, dtype) for s in ("train", "val")}
+    pending: list = []
+
+    def flush():
+        for (split, text), ids in zip(pending, tok.encode_batch([t for _, t in pending])):
+            if tok.eot_id is not None:
+                ids.append(tok.eot_id)
+            writers[split].add(ids, len(text.encode("utf-8", errors="surrogatepass")))
+        pending.clear()
+
+    for doc in iter_documents(spec):
+        pending.append((split_of(doc.doc_id, spec.val_fraction), doc.text))
+        if len(pending) >= _ENCODE_BATCH:
+            flush()
+    flush()
+    meta["splits"] = {s: w.close() for s, w in writers.items()}
+    meta["dtype"] = dtype.name
+    for split, info in meta["splits"].items():
+        if info["n_tokens"] == 0:
+            raise ValueError(f"the {split} split of {spec.source!r} is empty; "
+                             "use more documents or change data.val_fraction")
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 4096,
+                 cache_dir: Path | str | None = None, log=print) -> PreparedData:
+    """Hash the corpus, get the tokenizer, tokenize into shards (each cached)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    content_hash = corpus_hash(spec)
+    tok = get_tokenizer(tokenizer, vocab_size, spec, content_hash, cache_dir, log)
+    folder = cache_dir / "shards" / f"{content_hash[:16]}-{tok.fingerprint[:16]}"
+    if not (folder / "meta.json").exists():
+        t0 = time.perf_counter()
+        log(f"tokenizing {spec.source!r} into {folder} ...")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
+                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size}
+        try:
+            _write_shards(spec, tok, tmp, meta)
+            if not folder.exists():
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        info = json.loads((folder / "meta.json").read_text())["splits"]
+        log(f"  done in {time.perf_counter() - t0:.1f}s: train {info['train']['n_tokens']:,} tokens, "
+            f"val {info['val']['n_tokens']:,} tokens")
+    meta = json.loads((folder / "meta.json").read_text())
+    return PreparedData(folder, tok, meta)

@@ -1,0 +1,145 @@
+"""Everything that knows about processes and devices; the model and loop stay rank-free.
+
+The same command runs alone or under ``torchrun --nproc_per_node N``:
+``init_distributed`` reads torchrun's environment (RANK, WORLD_SIZE,
+LOCAL_RANK), picks NCCL on CUDA and gloo on CPU; ``parallelize`` wraps the
+model in DDP or FSDP2 (``fully_shard`` on every block, then the root). State
+dicts go through ``torch.distributed.checkpoint.state_dict`` so checkpoints
+are always full, unsharded, keyed by parameter name, and load under any world
+size or wrapping.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistInfo", "resolve_device", "init_distributed", "parallelize", "barrier", "all_reduce",
+           "model_state_dict", "optimizer_state_dict", "load_model_state_dict", "load_optimizer_state_dict",
+           "shutdown"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: cuda (this process's local GPU) > mps > cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join torchrun's process group if there is one; return (rank info, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo(), resolve_device(device_name)
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name, info.local_rank)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend)
+    return info, device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return t
+
+
+def _fully_shard():
+    try:
+        from torch.distributed.fsdp import fully_shard  # torch >= 2.6
+    except ImportError:
+        from torch.distributed._composable.fsdp import fully_shard  # torch 2.4 / 2.5
+    return fully_shard
+
+
+def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.device) -> nn.Module:
+    """``none``: unchanged; ``ddp``: DistributedDataParallel; ``fsdp``: FSDP2 per block + root."""
+    if mode == "auto":
+        mode = "ddp" if info.enabled else "none"
+    if mode != "none" and not info.enabled:
+        raise RuntimeError(f"train.parallel={mode!r} needs several processes: launch with torchrun")
+    if mode == "none":
+        return model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fully_shard = _fully_shard()
+    for block in model.layers:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a DDP wrapper (FSDP2 shards in place, nothing to unwrap)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def _options(full: bool = True):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=full, cpu_offload=dist.is_initialized())
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_options())
+
+
+def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_options())
+
+
+def load_model_state_dict(model: nn.Module, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, state, options=_options())
+
+
+def load_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=_options())

@@ -1,0 +1,304 @@
+"""The trainer: ``run(config) -> metrics``.
+
+    from polycom.train import run
+    metrics = run("tiny", ["model.activation=polynorm", "train.steps=100"])
+    metrics["val_loss"], metrics["val_bpb"]
+
+One optimizer step = ``grad_accum`` micro-batches per rank (``batch_size =
+micro_batch_size * grad_accum * world_size`` sequences); the loss is the mean
+cross-entropy over the whole global batch, so a run gives the same losses
+under any split of that batch into ranks and micro-steps. The loop body is
+device- and rank-agnostic; ``distributed.py`` owns processes and wrapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data import BatchSampler, prepare_data
+from . import distributed as D
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, check_paths, load_config
+from .guard import diagnose, format_report
+from .logging import MetricsLogger, ProgressBar
+from .optim import build_optimizer, build_scheduler, describe_groups
+
+__all__ = ["run", "Trainer"]
+
+
+def run(config: Config | dict | str | Path | None = None, overrides: list[str] = (), *,
+        setup_hook: Callable[[torch.nn.Module], None] | None = None) -> dict:
+    """Train with ``config`` (a Config, dict, preset name or YAML path) and dotted
+    ``overrides``; returns the final metrics. ``setup_hook(model)`` is called on the
+    built model before wrapping (instrumentation, tests)."""
+    cfg = load_config(config, list(overrides))
+    check_paths(cfg)
+    owns_group = not torch.distributed.is_initialized()
+    info, device = D.init_distributed(cfg.train.device)
+    try:
+        return Trainer(cfg, info, device, setup_hook).fit()
+    finally:
+        if owns_group:
+            D.shutdown()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, info: D.DistInfo, device: torch.device, setup_hook=None):
+        self.cfg, self.info, self.device = cfg, info, device
+        self.out_dir = Path(cfg.train.out_dir)
+        self.say = print if info.is_main else (lambda *a, **k: None)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.accum = cfg.grad_accum(info.world_size)
+        if self.accum < 1 or cfg.train.batch_size != cfg.train.micro_batch_size * self.accum * info.world_size:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
+                             f"train.micro_batch_size * world_size = {cfg.train.micro_batch_size * info.world_size}")
+        self._setup_data()
+        self._setup_model(setup_hook)
+        self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+
+    # --- setup ---------------------------------------------------------------
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        prepare = lambda log: prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size,
+                                           cfg.data.cache_dir, log=log)
+        if self.info.is_main:  # rank 0 tokenizes; the others then find everything cached
+            self.data = prepare(self.say)
+        D.barrier()
+        if not self.info.is_main:
+            self.data = prepare(lambda *a: None)
+        self.train_sampler = BatchSampler(self.data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
+        self.val_sampler = BatchSampler(self.data.stream("val"), cfg.data.seq_len, shuffle=False)
+        self.token_bytes = torch.from_numpy(self.data.tokenizer.token_byte_lengths()).to(self.device)
+
+    def _setup_model(self, setup_hook) -> None:
+        from ..models import build_model
+
+        cfg, dev = self.cfg, self.device
+        self.model_config = cfg.model.build_config(self.data.tokenizer.vocab_size, cfg.data.seq_len)
+        torch.manual_seed(cfg.train.seed)  # same init on every rank
+        model = build_model(self.model_config).to(dev)
+        self.num_params = model.num_params()
+        self.flops_per_token = float(model.flops_per_token(cfg.data.seq_len))
+        if setup_hook is not None:
+            setup_hook(model)
+        self.raw_model = model
+        self.model = D.parallelize(model, cfg.train.parallel, self.info, dev)
+        self.is_ddp = self.model is not model
+        if cfg.train.compile:
+            model.compile()
+        self.optimizer = build_optimizer(self.model, cfg.optim, dev.type)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and dev.type == "cuda"
+                                                 and torch.cuda.is_bf16_supported())
+        self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+        self.precision = "bf16" if bf16 else "fp32"
+        self.say(f"model: {self.model_config.activation}, {self.num_params:,} parameters, "
+                 f"{self.flops_per_token / 1e6:.1f} MFLOPs/token; device {dev}, {self.precision}, "
+                 f"world {self.info.world_size} ({cfg.train.parallel}), grad accum {self.accum}")
+        self.say(f"optimizer groups: {describe_groups(self.optimizer.param_groups)}; "
+                 f"decay_activation_coefficients={cfg.optim.decay_activation_coefficients}")
+
+    # --- one step --------------------------------------------------------------
+
+    def _micro_batch(self, step: int, micro: int) -> torch.Tensor:
+        mb = self.cfg.train.micro_batch_size
+        return self.train_sampler.micro_batch(step, micro, self.info.rank, self.info.world_size, mb, self.accum)
+
+    def _forward(self, batch: torch.Tensor):
+        batch = batch.to(self.device, non_blocking=True)
+        with self.autocast():
+            return self.model(batch[:, :-1], targets=batch[:, 1:])  # inputs, next-token targets: (B, T)
+
+    def train_step(self, step: int, next_batch) -> dict:
+        """Forward/backward over all micro-batches, then clip and (if finite) step."""
+        self.model.train()
+        ce_sum = torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            batch = next_batch(step, micro)
+            last = micro == self.accum - 1
+            sync = contextlib.nullcontext() if last or not self.is_ddp else self.model.no_sync()
+            with sync:
+                out = self._forward(batch)
+                (out.loss / self.accum).backward()
+            ce_sum += out.ce_loss.detach().float()
+        clip = self.cfg.optim.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        loss = D.all_reduce(ce_sum / self.accum) / self.info.world_size
+        record = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+        if self.cfg.train.nan_guard and not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+            record["report"] = diagnose(self.raw_model, step + 1, record["loss"], record["grad_norm"],
+                                        lambda: self._forward(batch))
+            self.optimizer.zero_grad(set_to_none=True)
+            return record
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return record
+
+    # --- validation ------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean loss (nats/token) and bits per byte over the first validation windows."""
+        self.model.eval()
+        mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
+        per_rank = min(self.val_sampler.n_windows, self.cfg.train.eval_batches * mb * world) // world
+        if per_rank == 0:
+            raise ValueError("the validation split has fewer windows than ranks; lower data.seq_len")
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # nll, tokens, bytes
+        mine = list(range(rank * per_rank, (rank + 1) * per_rank))
+        for i in range(0, per_rank, mb):  # the same number of forwards on every rank (FSDP needs it)
+            batch = self.val_sampler.batch(mine[i:i + mb])
+            out = self._forward(batch)
+            targets = batch[:, 1:].to(self.device)
+            sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
+                                 self.token_bytes[targets].sum().double()])
+        nll, tokens, n_bytes = D.all_reduce(sums).tolist()
+        return {"val_loss": nll / tokens, "val_bpb": nll / (math.log(2) * n_bytes), "val_tokens": int(tokens)}
+
+    # --- checkpoints -----------------------------------------------------------
+
+    def save(self, step: int) -> Path | None:
+        model_state = D.model_state_dict(self.model)  # collective under FSDP: every rank calls
+        optim_state = D.optimizer_state_dict(self.model, self.optimizer)
+        path = None
+        if self.info.is_main:
+            state = {"scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                     "data": {"samples_seen": step * self.cfg.train.batch_size, "seed": self.cfg.train.seed},
+                     "corpus_hash": self.data.corpus_hash}
+            path = save_checkpoint(self.out_dir, step, model_state, optim_state, state, self.cfg.to_yaml(),
+                                   keep=self.cfg.train.keep_checkpoints)
+        D.barrier()
+        return path
+
+    def resume(self) -> int:
+        folder = latest_checkpoint(self.out_dir)
+        if folder is None:
+            self.say(f"train.resume: no checkpoint in {self.out_dir}/checkpoints, starting from step 0")
+            return 0
+        ckpt = load_checkpoint(folder)
+        D.load_model_state_dict(self.model, ckpt["model"])
+        D.load_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["state"]["scheduler"])
+        set_rng_state(ckpt["state"]["rng"])
+        self.say(f"resumed from {folder} (step {ckpt['state']['step']})")
+        return int(ckpt["state"]["step"])
+
+    # --- the loop --------------------------------------------------------------
+
+    def fit(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        start = self.resume() if t.resume else 0
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(cfg.to_yaml())
+        logger = MetricsLogger(self.out_dir, self.info.is_main, t.tensorboard, resume_step=start if t.resume else None)
+        end = min(t.steps, t.stop_at_step) if t.stop_at_step else t.steps
+        result = {"status": "completed" if end == t.steps else "stopped", "train_losses": [], "evals": []}
+        if start == 0 and self.info.is_main:
+            logger.log({"kind": "run", "step": 0, **self._run_info()})
+        bar = ProgressBar(t.steps, start, t.progress and self.info.is_main)
+        prefetch = _Prefetcher(self._micro_batch, self.accum)
+        step_times, t_start = [], time.perf_counter()
+        step = start
+        try:
+            for step in range(start, end):
+                t0 = time.perf_counter()
+                record = self.train_step(step, prefetch.get)
+                dt = time.perf_counter() - t0
+                step_times.append(dt)
+                if "report" in record:
+                    result.update(self._diverged(record["report"], logger, bar))
+                    break
+                done = step + 1
+                record.update(step=done, kind="train", tokens=done * self.tokens_per_step,
+                              tokens_per_s=self.tokens_per_step / dt, step_time_s=dt)
+                result["train_losses"].append(record["loss"])
+                if done % t.log_every == 0 or done == end:
+                    logger.log(record)
+                bar.update(record["loss"], record["tokens_per_s"])
+                if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
+                    ev = {"kind": "val", "step": done, **self.evaluate()}
+                    result["evals"].append(ev)
+                    logger.log(ev)
+                    bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}")
+                if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
+                    self.save(done)
+        finally:
+            prefetch.close()
+            bar.close()
+        result.update(self._summary(start, result, step_times, prefetch.wait_s, time.perf_counter() - t_start))
+        logger.log({"kind": "summary", "step": result["final_step"],
+                    **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report")}})
+        logger.close()
+        if self.info.is_main:
+            (self.out_dir / "summary.json").write_text(json.dumps(result, indent=1, default=str))
+        return result
+
+    def _run_info(self) -> dict:
+        return {"corpus": self.cfg.data.source, "corpus_hash": self.data.corpus_hash,
+                "tokenizer": self.data.tokenizer.name, "vocab_size": self.data.tokenizer.vocab_size,
+                "num_params": self.num_params, "flops_per_token": self.flops_per_token,
+                "world_size": self.info.world_size, "precision": self.precision, "device": str(self.device),
+                "decay_activation_coefficients": self.cfg.optim.decay_activation_coefficients,
+                "torch": torch.__version__}
+
+    def _diverged(self, report: dict, logger: MetricsLogger, bar: ProgressBar) -> dict:
+        last = latest_checkpoint(self.out_dir)
+        report["checkpoint"] = str(last) if last else None
+        logger.log({"kind": "nan", **report})
+        if self.info.is_main:
+            (self.out_dir / "nan_report.json").write_text(json.dumps(report, indent=1, default=str))
+        bar.write(format_report(report))
+        return {"status": "diverged", "nan_report": report}
+
+    def _summary(self, start: int, result: dict, step_times: list[float], data_wait_s: float,
+                 elapsed: float) -> dict:
+        steady = step_times[2:] or step_times  # the first steps include warm-up costs
+        step_time = sum(steady) / max(1, len(steady))
+        final = start + len(result["train_losses"])
+        last_eval = result["evals"][-1] if result["evals"] else {}
+        return {"final_step": final, "train_loss": (result["train_losses"] or [None])[-1],
+                "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
+                "elapsed_s": elapsed, "step_time_s": step_time,
+                "tokens_per_s": self.tokens_per_step / step_time if step_time else 0.0,
+                "data_wait_s": data_wait_s, "tokens": final * self.tokens_per_step,
+                "flops": final * self.tokens_per_step * self.flops_per_token,
+                "out_dir": str(self.out_dir), **self._run_info()}
+
+
+class _Prefetcher:
+    """Builds the next micro-batch on a worker thread while the model runs on this one."""
+
+    def __init__(self, make: Callable[[int, int], torch.Tensor], accum: int):
+        self.make, self.accum = make, accum
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending, self.wait_s = None, 0.0
+
+    def _next(self, step: int, micro: int) -> tuple[int, int]:
+        return (step, micro + 1) if micro + 1 < self.accum else (step + 1, 0)
+
+    def get(self, step: int, micro: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        if self.pending is not None and self.pending[0] == (step, micro):
+            batch = self.pending[1].result()
+        else:
+            batch = self.make(step, micro)
+        self.wait_s += time.perf_counter() - t0
+        key = self._next(step, micro)
+        self.pending = (key, self.pool.submit(self.make, *key))
+        return batch
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

@@ -1,0 +1,83 @@
+"""``--dry-run``: the resolved config, parameter count and tokens per step, without training.
+
+The model is built on the ``meta`` device (no memory), so even the 7B-total
+MoE preset is sized in a second. The vocabulary size comes from the tokenizer
+setting without training it: ``bpe`` -> ``data.vocab_size``, ``byte`` -> 256,
+``hf:...`` -> ``model.vocab_size`` if set, else the tokenizer is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..data import STANDARD_CORPORA
+from .config import Config, ConfigError
+
+__all__ = ["dry_run"]
+
+
+def _vocab_size(cfg: Config) -> int:
+    if cfg.model.vocab_size:
+        return cfg.model.vocab_size
+    if cfg.data.tokenizer == "byte":
+        return 256
+    if cfg.data.tokenizer == "bpe":
+        return cfg.data.vocab_size
+    from ..data import load_tokenizer
+
+    try:
+        return load_tokenizer(cfg.data.tokenizer[3:]).vocab_size
+    except Exception as e:
+        raise ConfigError(f"data.tokenizer: cannot load {cfg.data.tokenizer!r} ({e}); "
+                          "set model.vocab_size to size the model offline") from None
+
+
+def _data_status(source: str) -> str:
+    if source == "stdlib" or source.startswith("hf:") or source in STANDARD_CORPORA:
+        return "available" if source == "stdlib" else "downloaded on first use"
+    return "found" if Path(source).exists() else "NOT FOUND on this machine (training would stop here)"
+
+
+def dry_run(cfg: Config) -> dict:
+    """Sizes of the run described by ``cfg``; ``world_size`` from torchrun's env (1 alone)."""
+    from ..models import build_model
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    mc = cfg.model.build_config(_vocab_size(cfg), cfg.data.seq_len)
+    with torch.device("meta"):
+        model = build_model(mc)
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    accum = cfg.grad_accum(world)
+    if accum < 1 or accum * cfg.train.micro_batch_size * world != cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not a multiple of "
+                          f"train.micro_batch_size * world_size = {cfg.train.micro_batch_size * world}")
+    return {
+        "num_params": model.num_params(),
+        "num_params_non_embedding": model.num_params(exclude_embeddings=True),
+        "flops_per_token": float(model.flops_per_token(cfg.data.seq_len)),
+        "vocab_size": mc.vocab_size,
+        "tokens_per_step": tokens_per_step,
+        "total_tokens": tokens_per_step * cfg.train.steps,
+        "world_size": world,
+        "grad_accum": accum,
+        "data": f"{cfg.data.source} ({_data_status(cfg.data.source)})",
+    }
+
+
+def format_dry_run(cfg: Config, info: dict) -> str:
+    total_flops = info["flops_per_token"] * info["total_tokens"]
+    return "\n".join([
+        "# resolved config",
+        cfg.to_yaml().rstrip(),
+        "# run size",
+        f"parameters:        {info['num_params']:,} ({info['num_params_non_embedding']:,} without embeddings)",
+        f"vocab size:        {info['vocab_size']:,}",
+        f"tokens per step:   {info['tokens_per_step']:,} = batch {cfg.train.batch_size} x seq {cfg.data.seq_len} "
+        f"(micro {cfg.train.micro_batch_size} x accum {info['grad_accum']} x world {info['world_size']})",
+        f"total tokens:      {info['total_tokens']:,} over {cfg.train.steps:,} steps",
+        f"training FLOPs:    {total_flops:.3e} ({info['flops_per_token'] / 1e6:,.1f} MFLOPs/token)",
+        f"data:              {info['data']}",
+    ])
