@@ -39,13 +39,26 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0):
         super().__init__()
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        t = torch.arange(max_seq_len, dtype=torch.float64)
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        cos, sin = self._tables()
+        # Not persistent: derived from the config, rebuilt on load, never stale.
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        hs = self.head_dim
+        inv_freq = 1.0 / self.theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+        t = torch.arange(self.max_seq_len, dtype=torch.float64)
         freqs = torch.outer(t, inv_freq)  # (T_max, hs/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (T_max, hs): rotate-half layout
-        # Not persistent: derived from the config, rebuilt on load, never stale.
-        self.register_buffer("cos", emb.cos().float(), persistent=False)
-        self.register_buffer("sin", emb.sin().float(), persistent=False)
+        return emb.cos().float(), emb.sin().float()
+
+    def reset_buffers(self) -> None:
+        """Recompute the tables in place (after meta-device construction, e.g. HF loading)."""
+        cos, sin = self._tables()
+        with torch.no_grad():
+            self.cos.copy_(cos)
+            self.sin.copy_(sin)
 
     def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         if seq_len > self.cos.shape[0]:

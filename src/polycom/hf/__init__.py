@@ -1,0 +1,37 @@
+"""Hugging Face transformers integration (optional extra: ``pip install polycom[hf]``).
+
+Importing this module registers model_type "polycom" with ``AutoConfig`` /
+``AutoModelForCausalLM`` and polycom's activation names in ``ACT2FN``::
+
+    import polycom.hf
+    from polycom.hf import PolyComConfig, PolyComForCausalLM, swap_activation
+    model = PolyComForCausalLM(PolyComConfig(activation="polynorm"))
+    model.save_pretrained("out")                      # safetensors
+    model = AutoModelForCausalLM.from_pretrained("out")
+
+    llama = LlamaForCausalLM(LlamaConfig(...))
+    print(swap_activation(llama, "polynorm"))         # gated PolyNorm in every MLP
+"""
+
+try:
+    import transformers  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("polycom.hf needs transformers: pip install 'polycom[hf]'") from e
+
+from .modeling import PolyComConfig, PolyComForCausalLM, from_polycom, register
+from .swap import GATED_AS_ACT_FN, SwapReport, register_hf_activations, swap_activation
+
+register()
+REGISTERED_ACTIVATIONS = register_hf_activations()
+
+__all__ = [
+    "PolyComConfig",
+    "PolyComForCausalLM",
+    "from_polycom",
+    "register",
+    "register_hf_activations",
+    "swap_activation",
+    "SwapReport",
+    "GATED_AS_ACT_FN",
+    "REGISTERED_ACTIVATIONS",
+]
