@@ -72,61 +72,94 @@ def _load_coefficients(w_ptr, b_ptr, ORDER: tl.constexpr):
 
 
 @triton.jit
+def _highest(s1, s2, s3, s4, ORDER: tl.constexpr):
+    top = s1
+    if ORDER == 2:
+        top = s2
+    if ORDER == 3:
+        top = s3
+    if ORDER == 4:
+        top = s4
+    return top
+
+
+@triton.jit
+def _power_sums(u2, ORDER: tl.constexpr):
+    """(sum u^2, sum u^4, sum u^6, sum u^8) of a block from u2 = u * u; orders above ORDER give 0."""
+    s1 = tl.sum(u2, axis=0)
+    s2 = tl.full([], 0.0, tl.float32)
+    s3 = tl.full([], 0.0, tl.float32)
+    s4 = tl.full([], 0.0, tl.float32)
+    if ORDER >= 2:
+        s2 = tl.sum(u2 * u2, axis=0)
+    if ORDER >= 3:
+        s3 = tl.sum(u2 * u2 * u2, axis=0)
+    if ORDER >= 4:
+        s4 = tl.sum((u2 * u2) * (u2 * u2), axis=0)
+    return s1, s2, s3, s4
+
+
+@triton.jit
+def _chunked_power_sums(x_row, N, rs, ORDER: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
+    """_power_sums of u = x * rs over a row read in chunks (per-lane accumulators, one reduction)."""
+    offs = tl.arange(0, BLOCK_N)
+    acc1 = tl.zeros([BLOCK_N], tl.float32)
+    acc2 = tl.zeros([BLOCK_N], tl.float32)
+    acc3 = tl.zeros([BLOCK_N], tl.float32)
+    acc4 = tl.zeros([BLOCK_N], tl.float32)
+    for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+        mask = start + offs < N
+        u = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) * rs
+        u2 = u * u
+        acc1 += u2
+        if ORDER >= 2:
+            acc2 += u2 * u2
+        if ORDER >= 3:
+            acc3 += u2 * u2 * u2
+        if ORDER >= 4:
+            acc4 += (u2 * u2) * (u2 * u2)
+    return tl.sum(acc1, axis=0), tl.sum(acc2, axis=0), tl.sum(acc3, axis=0), tl.sum(acc4, axis=0)
+
+
+@triton.jit
+def _chunked_abs_max(x_row, N, BLOCK_N: tl.constexpr):
+    offs = tl.arange(0, BLOCK_N)
+    mx = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        xc = tl.load(x_row + start + offs, mask=start + offs < N, other=0.0).to(tl.float32)
+        mx = tl.maximum(mx, tl.abs(xc))
+    return tl.max(mx, axis=0)
+
+
+@triton.jit
 def _fwd_kernel(
     x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
-    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
 ):
+    # Statistics S_i = sum (x * rs)^(2i). First with rs = 1 (the reference's s = max(1, max|x|)
+    # gives the same value whenever nothing overflows); only if the highest power overflowed
+    # fp32 are they recomputed with rs = 1 / max|x| (a rare path: e.g. r = 3 and |x| > 2e6).
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * N
     offs = tl.arange(0, BLOCK_N)
+    rs = tl.full([], 1.0, tl.float32)
     if SINGLE:
         # Whole row in registers: one read of x.
         mask = offs < N
         x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
-        s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)
-        rs = 1.0 / s
+        s1, s2, s3, s4 = _power_sums(x * x, ORDER)
+        if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
+            rs = 1.0 / tl.max(tl.abs(x), axis=0)
+            s1, s2, s3, s4 = _power_sums((x * rs) * (x * rs), ORDER)
         u = x * rs
-        u2 = u * u
-        s1 = tl.sum(u2, axis=0)
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        if ORDER >= 2:
-            s2 = tl.sum(u2 * u2, axis=0)
-        if ORDER >= 3:
-            s3 = tl.sum(u2 * u2 * u2, axis=0)
-        if ORDER >= 4:
-            s4 = tl.sum((u2 * u2) * (u2 * u2), axis=0)
     else:
-        # Statistics pass with an online max: acc_k holds sum (x / s)^(2k) for the running s.
-        s = tl.full([], 1.0, tl.float32)
-        acc1 = tl.zeros([BLOCK_N], tl.float32)
-        acc2 = tl.zeros([BLOCK_N], tl.float32)
-        acc3 = tl.zeros([BLOCK_N], tl.float32)
-        acc4 = tl.zeros([BLOCK_N], tl.float32)
-        for start in range(0, N, BLOCK_N):
-            mask = start + offs < N
-            xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            s_new = tl.maximum(s, tl.max(tl.abs(xc), axis=0))
-            f2 = s / s_new
-            f2 = f2 * f2  # (s_old / s_new)^2 <= 1: rescales the old partial sums
-            uc = xc * (1.0 / s_new)
-            uc2 = uc * uc
-            acc1 = acc1 * f2 + uc2
-            if ORDER >= 2:
-                acc2 = acc2 * (f2 * f2) + uc2 * uc2
-            if ORDER >= 3:
-                acc3 = acc3 * (f2 * f2 * f2) + uc2 * uc2 * uc2
-            if ORDER >= 4:
-                acc4 = acc4 * ((f2 * f2) * (f2 * f2)) + (uc2 * uc2) * (uc2 * uc2)
-            s = s_new
-        rs = 1.0 / s
-        s1 = tl.sum(acc1, axis=0)
-        s2 = tl.sum(acc2, axis=0)
-        s3 = tl.sum(acc3, axis=0)
-        s4 = tl.sum(acc4, axis=0)
+        # Statistics pass over the row in chunks; the output pass below re-reads it (mostly from L2).
+        s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, STAGES)
+        if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
+            rs = 1.0 / _chunked_abs_max(x_row, N, BLOCK_N)
+            s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, STAGES)
 
-    # t_i = s^i * inv_i; s^(-2i) and s^(-i) built by repeated products (they may underflow to 0: fine).
+    # t_i = inv_i / rs^i; rs^(2i) and rs^i by repeated products (they may underflow to 0: fine).
     inv_n = 1.0 / N
     rs2 = rs * rs
     inv_row = inv_ptr + row * ORDER
@@ -158,7 +191,7 @@ def _fwd_kernel(
         tl.store(y_row + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
         # Output pass: re-reads the row (mostly from L2).
-        for start in range(0, N, BLOCK_N):
+        for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
             mask = start + offs < N
             xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             y = horner(xc * rs, b, c1, c2, c3, c4, ORDER)
@@ -181,7 +214,7 @@ def _grad_terms(g, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER: tl.constexpr,
 @triton.jit
 def _bwd_kernel(
     gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
-    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     base = row * N
@@ -230,7 +263,7 @@ def _bwd_kernel(
         acc2 = tl.zeros([BLOCK_N], tl.float32)
         acc3 = tl.zeros([BLOCK_N], tl.float32)
         acc4 = tl.zeros([BLOCK_N], tl.float32)
-        for start in range(0, N, BLOCK_N):
+        for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
             mask = start + offs < N
             g = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
             x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
@@ -286,7 +319,7 @@ def _bwd_kernel(
         if GATED:
             tl.store(gup_ptr + base + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
     else:
-        for start in range(0, N, BLOCK_N):
+        for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
             mask = start + offs < N
             g0 = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
             x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
@@ -317,10 +350,11 @@ def _forward(x, up, weight, bias, eps, block_size, name):
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
         return y, inv_rms.fill_(float("nan") if n == 0 else 0.0)
-    block, single, warps = row_launch_config(n, x.element_size(), block_size)
+    cfg = row_launch_config(n, block_size)
     _fwd_kernel[(m,)](
         x, x if up is None else up, y, inv_rms, weight, bias, n, float(eps),
-        ORDER=order, BLOCK_N=block, SINGLE=single, GATED=up is not None, num_warps=warps,
+        ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
+        num_warps=cfg.fwd_warps,
     )
     return y, inv_rms
 
@@ -331,13 +365,14 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
     order = weight.numel()
     grad_x = torch.empty_like(x)
     grad_up = None if up is None else torch.empty_like(up)
-    partials = torch.zeros((m, order + 1), dtype=torch.float32, device=x.device)
+    partials = torch.empty((m, order + 1), dtype=torch.float32, device=x.device)
     if m > 0 and n > 0:
-        block, single, warps = row_launch_config(n, x.element_size(), block_size)
+        cfg = row_launch_config(n, block_size)
         _bwd_kernel[(m,)](
             grad_y.contiguous(), x, x if up is None else up, inv_rms, weight, weight if bias is None else bias,
             grad_x, grad_x if up is None else grad_up, partials, n,
-            ORDER=order, BLOCK_N=block, SINGLE=single, GATED=up is not None, num_warps=warps,
+            ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
+            num_warps=cfg.bwd_warps,
         )
     sums = partials.sum(dim=0)  # deterministic: fixed-order reduction over rows
     return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]

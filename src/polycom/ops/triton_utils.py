@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import types
+from dataclasses import dataclass
 
 import torch
 
@@ -33,6 +34,7 @@ __all__ = [
     "interpreting",
     "check_launch",
     "row_launch_config",
+    "RowConfig",
     "horner",
 ]
 
@@ -63,30 +65,42 @@ def check_launch(name: str, *tensors: torch.Tensor) -> None:
         raise RuntimeError(f"{name} expects a contiguous input (the caller makes it so)")
 
 
-def _num_warps(block: int, elem_bytes: int) -> int:
-    # About 16 bytes of input per thread per load: one vectorised access.
-    warps = block * elem_bytes // (32 * 16)
-    return max(1, min(16, triton.next_power_of_2(max(warps, 1)) if HAS_TRITON else warps))
+# Launch heuristics for the row-wise kernels, measured on an H100 (see the module docstrings).
+MAX_SINGLE_BLOCK = 16384  # longest row kept whole in registers (fp32 and 16-bit alike)
+CHUNK = 4096  # chunk of a longer row, per loop iteration
+CHUNK_WARPS = 8
+CHUNK_STAGES = None  # software-pipelining depth of the chunk loops (None: Triton's default)
 
 
-def row_launch_config(n: int, elem_bytes: int, block_size: int | None = None) -> tuple[int, bool, int]:
-    """(BLOCK_N, whether the whole row fits in one block, num_warps) for a row-wise kernel.
+@dataclass(frozen=True)
+class RowConfig:
+    block: int  # BLOCK_N, a power of two
+    single: bool  # the whole row fits in one block: one read of the input
+    fwd_warps: int
+    bwd_warps: int
+    stages: int | None
 
-    A row of up to 16 KiB of 16-bit input (8192 elements) or 32 KiB of fp32
-    (8192 elements) stays in registers: one read of the input. Longer rows are
-    processed in chunks of BLOCK_N (a statistics pass, then an output pass that
-    re-reads the row, mostly from L2). ``block_size`` forces a (power of two)
-    block for tests of the chunked path.
+
+def row_launch_config(n: int, block_size: int | None = None) -> RowConfig:
+    """Block and warps for a row-wise kernel on rows of ``n`` elements.
+
+    Rows of up to MAX_SINGLE_BLOCK elements stay in registers (one read of x). Longer rows
+    are processed in chunks of CHUNK: a statistics pass, then an output pass that re-reads
+    the row, mostly from L2. ``block_size`` (a power of two) forces the block, so tests can
+    run the chunked path on short rows. Warps grow with the block so that each thread holds
+    about 16-64 elements; the backward keeps more values live per element, so it uses more.
     """
-    max_single = 8192
-    if block_size is None:
-        block = triton.next_power_of_2(n)
-        if block > max_single:
-            block = 4096 if elem_bytes >= 4 else 8192
-    else:
+    if block_size is not None:
         block = block_size
-    single = n <= block
-    return block, single, _num_warps(block, elem_bytes)
+    elif n <= MAX_SINGLE_BLOCK:
+        block = max(16, triton.next_power_of_2(n))
+    else:
+        block = CHUNK
+    if n > block:
+        return RowConfig(block, False, CHUNK_WARPS, CHUNK_WARPS, CHUNK_STAGES)
+    fwd_warps = max(2, min(8, block // 1024))
+    bwd_warps = max(2, min(16, block // 512))
+    return RowConfig(block, True, fwd_warps, bwd_warps, None)
 
 
 @triton.jit
