@@ -226,3 +226,11 @@ def test_moe_active_params_and_flops():
     assert model_config("paper-moe-1b-7b", activation="swiglu").expert_hidden == 1024
     assert model_config("paper-moe-1b-7b", activation="polynorm").expert_hidden == 1536
 
+
+def test_no_renormalisation_keeps_softmax_weights():
+    moe = make_moe(E=4, k=2, renormalize=False)
+    x = torch.randn(5, 8)
+    _, probs, top_w, top_idx = moe.router(x)
+    torch.testing.assert_close(top_w, probs.gather(1, top_idx))
+    assert (top_w.sum(-1) < 1).all()
+

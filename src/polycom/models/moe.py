@@ -185,7 +185,7 @@ class MoE(nn.Module):
         h = self._activate(xs, groups)  # (M, h)
         ys = grouped_linear(h, self.down_proj, groups)  # (M, d)
         ys = ys * top_w.reshape(-1)[order].unsqueeze(-1).to(ys.dtype)
-        out = torch.zeros_like(x).index_add_(0, token, ys)  # (N, d)
+        out = ys.new_zeros(x.shape).index_add_(0, token, ys)  # (N, d), ys's dtype under autocast
         if self.shared_expert is not None:
             out = out + self.shared_expert(x)
         lb = load_balance_loss(probs, top_idx, self.num_experts)

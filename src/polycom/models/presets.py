@@ -3,7 +3,8 @@
 vocab_size is a placeholder the trainer overrides with its tokenizer's size.
 ``paper-1b`` is the dense 1B of Zhuo et al. 2025 (24 x 2048, 16 heads, FFN
 8256 non-gated / 5504 gated, untied, small init); ``paper-moe-1b-7b`` the
-OLMoE-style MoE (16 x 2048, 64 experts, top-8, experts 1536 / 1024, QK-norm).
+OLMoE-style MoE (16 x 2048, 64 experts, top-8, experts 1536 / 1024, QK-norm,
+no top-k renormalisation as in the released OLMoE-1B-7B).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ PRESETS: dict[str, dict] = {
                      max_seq_len=4096, init="small"),
     "paper-moe-1b-7b": dict(vocab_size=50304, n_layers=16, d_model=2048, n_heads=16, max_seq_len=4096,
                             qk_norm=True, init="normal",
-                            moe=dict(num_experts=64, top_k=8, expert_hidden=1536)),
+                            # OLMoE-1B-7B does not renormalise the top-k probabilities
+                            # (norm_topk_prob=false, the megablocks default).
+                            moe=dict(num_experts=64, top_k=8, expert_hidden=1536, renormalize=False)),
     "debug-moe": dict(vocab_size=256, n_layers=2, d_model=64, n_heads=4, max_seq_len=64,
                       moe=dict(num_experts=4, top_k=2)),
     "tiny-moe": dict(vocab_size=8192, n_layers=4, d_model=256, n_heads=4, max_seq_len=256,
