@@ -243,3 +243,24 @@ def test_rope_rejects_too_long():
     model = build_model(model_config("debug"))
     with pytest.raises(ValueError, match="max_seq_len=64"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_preset_table_prints_counts():
+    from polycom.models.__main__ import preset_table
+
+    table = preset_table(["paper-1b"], ["gelu", "swiglu"])
+    assert "| paper-1b | gelu | 8256 | 1,345,423,360 |" in table
+    assert "| paper-1b | swiglu | 5504 | 1,345,423,360 |" in table
+
+
+def test_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_model(model_config("debug", activation="polynorm"))
+    ids = torch.randint(0, 256, (2, 16))
+    ref = model(ids, targets=ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids, targets=ids)
+    assert low.logits.dtype == torch.bfloat16 and low.ce_loss.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: the loss of a 2-layer model agrees to 1e-2.
+    assert low.ce_loss.item() == pytest.approx(ref.ce_loss.item(), abs=1e-2)
+    low.loss.backward()

@@ -234,3 +234,13 @@ def test_no_renormalisation_keeps_softmax_weights():
     torch.testing.assert_close(top_w, probs.gather(1, top_idx))
     assert (top_w.sum(-1) < 1).all()
 
+
+
+def test_moe_under_bf16_autocast():
+    moe = make_moe(E=4, k=2)
+    x = torch.randn(10, 8)
+    ref, _ = moe(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, aux = moe(x)
+    assert torch.isfinite(aux)
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.02)  # bf16: 8 mantissa bits
