@@ -124,7 +124,7 @@ class TrainSection:
     parallel: str = _f("auto", "'auto' (ddp under torchrun), 'none', 'ddp' or 'fsdp' (FSDP2)")
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
     eval_every: int = _f(100, "validate every N steps (and always at the end; 0 = only at the end)")
-    eval_batches: int = _f(8, "micro-batches per rank in a validation pass")
+    eval_batches: int = _f(4, "validation pass size in global batches (the same windows at any world size)")
     log_every: int = _f(1, "write train metrics every N steps")
     checkpoint_every: int = _f(100, "checkpoint every N steps (and at the end; 0 = only at the end)")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")

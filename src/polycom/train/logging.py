@@ -62,8 +62,8 @@ class MetricsLogger:
 class ProgressBar:
     """tqdm with loss and tokens/s; tqdm itself shows the ETA. Prints through it."""
 
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
+    def __init__(self, total: int, initial: int, enabled: bool, quiet: bool = False):
+        self.bar, self.quiet = None, quiet
         if enabled:
             from tqdm import tqdm
 
@@ -77,7 +77,7 @@ class ProgressBar:
     def write(self, text: str) -> None:
         if self.bar is not None:
             self.bar.write(text, file=sys.stdout)
-        else:
+        elif not self.quiet:
             print(text, flush=True)
 
     def close(self) -> None:

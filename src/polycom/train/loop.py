@@ -153,7 +153,8 @@ class Trainer:
         """Mean loss (nats/token) and bits per byte over the first validation windows."""
         self.model.eval()
         mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
-        per_rank = min(self.val_sampler.n_windows, self.cfg.train.eval_batches * mb * world) // world
+        # A fixed set of windows whatever the world size: eval_batches global batches.
+        per_rank = min(self.val_sampler.n_windows, self.cfg.train.eval_batches * self.cfg.train.batch_size) // world
         if per_rank == 0:
             raise ValueError("the validation split has fewer windows than ranks; lower data.seq_len")
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # nll, tokens, bytes
@@ -208,7 +209,7 @@ class Trainer:
         result = {"status": "completed" if end == t.steps else "stopped", "train_losses": [], "evals": []}
         if start == 0 and self.info.is_main:
             logger.log({"kind": "run", "step": 0, **self._run_info()})
-        bar = ProgressBar(t.steps, start, t.progress and self.info.is_main)
+        bar = ProgressBar(t.steps, start, t.progress and self.info.is_main, quiet=not self.info.is_main)
         prefetch = _Prefetcher(self._micro_batch, self.accum)
         step_times, t_start = [], time.perf_counter()
         step = start
@@ -240,7 +241,7 @@ class Trainer:
             bar.close()
         result.update(self._summary(start, result, step_times, prefetch.wait_s, time.perf_counter() - t_start))
         logger.log({"kind": "summary", "step": result["final_step"],
-                    **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report")}})
+                    **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
         logger.close()
         if self.info.is_main:
             (self.out_dir / "summary.json").write_text(json.dumps(result, indent=1, default=str))
@@ -265,13 +266,13 @@ class Trainer:
 
     def _summary(self, start: int, result: dict, step_times: list[float], data_wait_s: float,
                  elapsed: float) -> dict:
-        steady = step_times[2:] or step_times  # the first steps include warm-up costs
-        step_time = sum(steady) / max(1, len(steady))
+        steady = sorted(step_times[3:] or step_times)  # the first steps include compilation / warm-up
+        step_time = steady[len(steady) // 2] if steady else 0.0  # median: robust to a busy machine
         final = start + len(result["train_losses"])
         last_eval = result["evals"][-1] if result["evals"] else {}
         return {"final_step": final, "train_loss": (result["train_losses"] or [None])[-1],
                 "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
-                "elapsed_s": elapsed, "step_time_s": step_time,
+                "elapsed_s": elapsed, "step_time_s": step_time, "step_times_s": step_times,
                 "tokens_per_s": self.tokens_per_step / step_time if step_time else 0.0,
                 "data_wait_s": data_wait_s, "tokens": final * self.tokens_per_step,
                 "flops": final * self.tokens_per_step * self.flops_per_token,
