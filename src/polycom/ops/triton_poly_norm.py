@@ -100,24 +100,34 @@ def _power_sums(u2, ORDER: tl.constexpr):
 
 
 @triton.jit
-def _chunked_power_sums(x_row, N, rs, ORDER: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
+def _chunk_offsets(BLOCK_N: tl.constexpr, VEC: tl.constexpr):
+    """Offsets of a chunk as a (BLOCK_N / VEC, VEC) tile: VEC contiguous elements (16 bytes) per
+    thread, so sums over axis 1 stay inside a thread and the per-lane accumulators are VEC times
+    smaller; the registers saved let more of the row be in flight."""
+    return tl.arange(0, BLOCK_N // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+
+
+@triton.jit
+def _chunked_power_sums(
+    x_row, N, rs, ORDER: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, STAGES: tl.constexpr
+):
     """_power_sums of u = x * rs over a row read in chunks (per-lane accumulators, one reduction)."""
-    offs = tl.arange(0, BLOCK_N)
-    acc1 = tl.zeros([BLOCK_N], tl.float32)
-    acc2 = tl.zeros([BLOCK_N], tl.float32)
-    acc3 = tl.zeros([BLOCK_N], tl.float32)
-    acc4 = tl.zeros([BLOCK_N], tl.float32)
+    offs = _chunk_offsets(BLOCK_N, VEC)
+    acc1 = tl.zeros([BLOCK_N // VEC], tl.float32)
+    acc2 = tl.zeros([BLOCK_N // VEC], tl.float32)
+    acc3 = tl.zeros([BLOCK_N // VEC], tl.float32)
+    acc4 = tl.zeros([BLOCK_N // VEC], tl.float32)
     for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
         mask = start + offs < N
         u = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) * rs
         u2 = u * u
-        acc1 += u2
+        acc1 += tl.sum(u2, axis=1)
         if ORDER >= 2:
-            acc2 += u2 * u2
+            acc2 += tl.sum(u2 * u2, axis=1)
         if ORDER >= 3:
-            acc3 += u2 * u2 * u2
+            acc3 += tl.sum(u2 * u2 * u2, axis=1)
         if ORDER >= 4:
-            acc4 += (u2 * u2) * (u2 * u2)
+            acc4 += tl.sum((u2 * u2) * (u2 * u2), axis=1)
     return tl.sum(acc1, axis=0), tl.sum(acc2, axis=0), tl.sum(acc3, axis=0), tl.sum(acc4, axis=0)
 
 
@@ -135,6 +145,7 @@ def _chunked_abs_max(x_row, N, BLOCK_N: tl.constexpr):
 def _fwd_kernel(
     x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     # Statistics S_i = sum (x * rs)^(2i). First with rs = 1 (the reference's s = max(1, max|x|)
     # gives the same value whenever nothing overflows); only if the highest power overflowed
@@ -154,10 +165,10 @@ def _fwd_kernel(
         u = x * rs
     else:
         # Statistics pass over the row in chunks; the output pass below re-reads it (mostly from L2).
-        s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, STAGES)
+        s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, VEC, STAGES)
         if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
             rs = 1.0 / _chunked_abs_max(x_row, N, BLOCK_N)
-            s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, STAGES)
+            s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, VEC, STAGES)
 
     # t_i = inv_i / rs^i; rs^(2i) and rs^i by repeated products (they may underflow to 0: fine).
     inv_n = 1.0 / N
@@ -215,6 +226,7 @@ def _grad_terms(g, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER: tl.constexpr,
 def _bwd_kernel(
     gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     base = row * N
@@ -258,34 +270,35 @@ def _bwd_kernel(
             gv = gv * v
             dsum4 = tl.sum(gv, axis=0)
     else:
-        acc0 = tl.zeros([BLOCK_N], tl.float32)
-        acc1 = tl.zeros([BLOCK_N], tl.float32)
-        acc2 = tl.zeros([BLOCK_N], tl.float32)
-        acc3 = tl.zeros([BLOCK_N], tl.float32)
-        acc4 = tl.zeros([BLOCK_N], tl.float32)
+        offs2 = _chunk_offsets(BLOCK_N, VEC)
+        acc0 = tl.zeros([BLOCK_N // VEC], tl.float32)
+        acc1 = tl.zeros([BLOCK_N // VEC], tl.float32)
+        acc2 = tl.zeros([BLOCK_N // VEC], tl.float32)
+        acc3 = tl.zeros([BLOCK_N // VEC], tl.float32)
+        acc4 = tl.zeros([BLOCK_N // VEC], tl.float32)
         for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
-            mask = start + offs < N
-            g = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
-            x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+            mask2 = start + offs2 < N
+            g = tl.load(gy_ptr + base + start + offs2, mask=mask2, other=0.0, eviction_policy="evict_last")
+            x = tl.load(x_ptr + base + start + offs2, mask=mask2, other=0.0, eviction_policy="evict_last")
             up = 0.0
             if GATED:
-                up = tl.load(up_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+                up = tl.load(up_ptr + base + start + offs2, mask=mask2, other=0.0, eviction_policy="evict_last")
                 up = up.to(tl.float32)
             g, v, p = _grad_terms(
                 g.to(tl.float32), x.to(tl.float32), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED
             )
-            acc0 += g
+            acc0 += tl.sum(g, axis=1)
             gv = g * v
-            acc1 += gv
+            acc1 += tl.sum(gv, axis=1)
             if ORDER >= 2:
                 gv = gv * v
-                acc2 += gv
+                acc2 += tl.sum(gv, axis=1)
             if ORDER >= 3:
                 gv = gv * v
-                acc3 += gv
+                acc3 += tl.sum(gv, axis=1)
             if ORDER >= 4:
                 gv = gv * v
-                acc4 += gv
+                acc4 += tl.sum(gv, axis=1)
         gsum = tl.sum(acc0, axis=0)
         dsum1 = tl.sum(acc1, axis=0)
         dsum2 = tl.sum(acc2, axis=0)
@@ -350,10 +363,11 @@ def _forward(x, up, weight, bias, eps, block_size, name):
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
         return y, inv_rms.fill_(float("nan") if n == 0 else 0.0)
-    cfg = row_launch_config(n, block_size)
+    cfg = row_launch_config(n, x.element_size(), block_size)
     _fwd_kernel[(m,)](
         x, x if up is None else up, y, inv_rms, weight, bias, n, float(eps),
         ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
+        VEC=min(cfg.block, 16 // x.element_size()),
         num_warps=cfg.fwd_warps,
     )
     return y, inv_rms
@@ -367,11 +381,12 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
     grad_up = None if up is None else torch.empty_like(up)
     partials = torch.empty((m, order + 1), dtype=torch.float32, device=x.device)
     if m > 0 and n > 0:
-        cfg = row_launch_config(n, block_size)
+        cfg = row_launch_config(n, x.element_size(), block_size)
         _bwd_kernel[(m,)](
             grad_y.contiguous(), x, x if up is None else up, inv_rms, weight, weight if bias is None else bias,
             grad_x, grad_x if up is None else grad_up, partials, n,
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
+            VEC=min(cfg.block, 16 // x.element_size()),
             num_warps=cfg.bwd_warps,
         )
     sums = partials.sum(dim=0)  # deterministic: fixed-order reduction over rows
