@@ -144,7 +144,8 @@ def _check_right_padded(mask: torch.Tensor) -> None:
 
 def from_polycom(model: Transformer) -> PolyComForCausalLM:
     """Wrap a trained polycom ``Transformer`` (weights shared, not copied) for ``save_pretrained``."""
-    hf = PolyComForCausalLM(PolyComConfig.from_model_config(model.config))
+    with torch.device("meta"):  # the wrapper's own Transformer is replaced at once: allocate nothing
+        hf = PolyComForCausalLM(PolyComConfig.from_model_config(model.config))
     hf.model = model
     return hf
 

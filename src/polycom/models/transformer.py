@@ -99,6 +99,8 @@ class Transformer(nn.Module):
 
     # Forward ---------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+        """input_ids (B, T); targets (B, T) already aligned (target t is the token after t),
+        -100 marks positions without a loss. ce_loss is the mean over the other positions."""
         B, T = input_ids.shape
         cos, sin = self.rope(T)
         x = self.dropout(self.tok_embeddings(input_ids))  # (B, T, d)
