@@ -20,6 +20,12 @@ def _stats_like(x: Tensor, weight: Tensor) -> Tensor:
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
 
 
+def _own(*coef_grads: Tensor) -> tuple[Tensor, ...]:
+    """Custom ops may not return views of one another; the coefficient gradients
+    are slices of one small reduction buffer, so give each its own (r+1 floats)."""
+    return tuple(t.clone() for t in coef_grads)
+
+
 def _coef_grads_like(weight: Tensor) -> tuple[Tensor, Tensor]:
     return weight.new_empty(weight.shape, dtype=torch.float32), weight.new_empty((1,), dtype=torch.float32)
 
@@ -36,7 +42,8 @@ def _(x, weight, bias, eps):
 
 @torch.library.custom_op("polycom::poly_norm_backward", mutates_args=())
 def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, inv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return tpn.poly_norm_backward_triton(grad_y, x, weight, inv)
+    grad_x, grad_w, grad_b = tpn.poly_norm_backward_triton(grad_y, x, weight, inv)
+    return (grad_x, *_own(grad_w, grad_b))
 
 
 @poly_norm_backward.register_fake
@@ -58,7 +65,8 @@ def _(gate, up, weight, bias, eps):
 def gated_poly_norm_backward(
     grad_y: Tensor, gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor, inv: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return tpn.gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv)
+    grad_gate, grad_up, grad_w, grad_b = tpn.gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv)
+    return (grad_gate, grad_up, *_own(grad_w, grad_b))
 
 
 @gated_poly_norm_backward.register_fake
@@ -78,7 +86,8 @@ def _(x, weight, bias):
 
 @torch.library.custom_op("polycom::poly_relu_backward", mutates_args=())
 def poly_relu_backward(grad_y: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return tpr.poly_relu_backward_triton(grad_y, x, weight)
+    grad_x, grad_w, grad_b = tpr.poly_relu_backward_triton(grad_y, x, weight)
+    return (grad_x, *_own(grad_w, grad_b))
 
 
 @poly_relu_backward.register_fake

@@ -1,0 +1,71 @@
+"""CUDA checks of the Triton kernels at real sizes (skipped without a GPU; CI has none).
+
+Run on a GPU machine with ``python -m pytest -q tests/test_gpu.py``.
+"""
+
+import pytest
+import torch
+
+import polycom
+from polycom import functional as PF
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# Same reasoning as test_ops.TOL: one output rounding in the input dtype, fp32 math.
+TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2),
+       torch.float16: dict(rtol=2e-3, atol=2e-3)}
+
+
+def _check(fn, n_inputs, shape, dtype, impl, order=3):
+    torch.manual_seed(0)
+    inputs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(n_inputs)]
+    w0 = torch.randn(order, device="cuda") * 0.5 + 0.3
+    b0 = torch.randn(1, device="cuda") * 0.1
+    g = torch.randn(shape, device="cuda").to(dtype)
+    res = {}
+    for path in ("reference", impl):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+        out = fn(*leaves, w, b, implementation=path)
+        out.backward(g)
+        res[path] = (out, [t.grad for t in leaves], w.grad, b.grad)
+    (o_r, gx_r, gw_r, gb_r), (o_f, gx_f, gw_f, gb_f) = res["reference"], res[impl]
+    torch.testing.assert_close(o_f.float(), o_r.float(), **TOL[dtype])
+    for a, b in zip(gx_f, gx_r):
+        torch.testing.assert_close(a.float(), b.float(), **TOL[dtype])
+    # Sums over up to 2^27 products in different orders: relative 1e-3 of the largest.
+    scale = max(1.0, gw_r.abs().max().item(), gb_r.abs().max().item())
+    torch.testing.assert_close(gw_f / scale, gw_r / scale, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(gb_f / scale, gb_r / scale, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", ["triton", "compiled"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(3, 5), (257, 1000), (64, 4096), (16, 65536), (2, 3, 131072)])
+def test_poly_norm_cuda(impl, dtype, shape):
+    _check(PF.poly_norm, 1, shape, dtype, impl)
+
+
+@pytest.mark.parametrize("impl", ["triton", "compiled"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5), (257, 1000), (16, 65536)])
+def test_poly_relu_and_gated_cuda(impl, dtype, shape):
+    _check(PF.poly_relu, 1, shape, dtype, impl)
+    _check(PF.gated_poly_norm, 2, shape, dtype, impl)
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_orders_cuda(order):
+    _check(PF.poly_norm, 1, (33, 3000), torch.bfloat16, "triton", order)
+    _check(PF.poly_relu, 1, (33, 3000), torch.bfloat16, "triton", order)
+
+
+def test_auto_is_triton_and_compiles_fullgraph():
+    from polycom.ops import select_implementation
+
+    x = torch.randn(8, 256, device="cuda", dtype=torch.bfloat16)
+    assert select_implementation(x, "auto") == "triton"
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), polycom.PolyNorm(), torch.nn.Linear(512, 256)).cuda()
+    expected = model(x.float())
+    out = torch.compile(model, fullgraph=True)(x.float())
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
