@@ -244,3 +244,21 @@ def test_moe_under_bf16_autocast():
         low, aux = moe(x)
     assert torch.isfinite(aux)
     torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.02)  # bf16: 8 mantissa bits
+
+
+def test_one_expert_model_equals_dense_model():
+    torch.manual_seed(0)
+    dense = build_model(model_config("debug", activation="polynorm", activation_kwargs=eager("polynorm")))
+    moe = build_model(model_config("debug", activation="polynorm", activation_kwargs=eager("polynorm"),
+                                   moe={"num_experts": 1, "top_k": 1, "expert_hidden": 288}))
+    state = {}
+    for k, v in dense.state_dict().items():
+        if ".mlp." in k and k.endswith("_proj.weight"):
+            k, v = k[: -len(".weight")], v[None]  # (1, out, in) stacked expert weight
+        state[k] = v
+    missing, unexpected = moe.load_state_dict(state, strict=False)
+    assert unexpected == [] and all(k.endswith("router.gate.weight") for k in missing)
+    ids = torch.randint(0, 256, (2, 16))
+    a, b = dense(ids, targets=ids), moe(ids, targets=ids)
+    torch.testing.assert_close(b.logits, a.logits)
+    assert b.aux_loss.item() > 0 and b.ce_loss.item() == pytest.approx(a.ce_loss.item(), rel=1e-6)
