@@ -103,6 +103,10 @@ def test_act2fn_names_added_without_overriding():
     a, b = ACT2FN["polynorm"], ACT2FN["polynorm"]
     assert isinstance(a, polycom.PolyNorm) and a is not b  # fresh module per layer
     assert H.register_hf_activations() == []  # idempotent
+    # Every name transformers ships still maps to its original entry.
+    from transformers.activations import ACT2CLS
+
+    assert all(dict.__getitem__(ACT2FN, k) is v for k, v in ACT2CLS.items())
 
 
 def test_hidden_act_polynorm_builds_gated_polynorm_llama():
