@@ -20,6 +20,14 @@ from polycom.models import build_model, model_config  # noqa: E402
 EAGER = {"implementation": "eager"}  # fixed-shape-free path: generate() grows T every step
 
 
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache():
+    """polycom.ops' default CPU path compiles per input shape (dynamic=False) and fails hard
+    after 8 shapes per process; resetting dynamo keeps these tests independent of order."""
+    yield
+    torch._dynamo.reset()
+
+
 def tiny_llama(**kw):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -15,6 +15,14 @@ from polycom.models.layers import CausalSelfAttention, RotaryEmbedding
 ALL_ACTIVATIONS = polycom.list_activations()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache():
+    """polycom.ops' default CPU path compiles per input shape (dynamic=False) and fails hard
+    after 8 shapes per process; resetting dynamo keeps these tests independent of order."""
+    yield
+    torch._dynamo.reset()
+
+
 def hand_count_dense(V, L, d, h, gated, kv_dim=None, tied=False, act_params=0, qk_norm_dim=0):
     """Parameters of the dense model counted from the architecture description."""
     kv_dim = kv_dim or d

@@ -14,6 +14,14 @@ from polycom.models import MLP, MoE, MoEConfig, build_model, model_config
 from polycom.models.moe import _Groups, grouped_linear
 
 
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache():
+    """polycom.ops' default CPU path compiles per input shape (dynamic=False) and fails hard
+    after 8 shapes per process; resetting dynamo keeps these tests independent of order."""
+    yield
+    torch._dynamo.reset()
+
+
 def eager(act):
     """Pin the closed-form eager path: these tests are about routing and layout, and the
     default CPU path ("compiled", dynamic=False) recompiles for every new row count."""
