@@ -27,6 +27,7 @@ import torch
 from polycom.data import BatchSampler, prepare_data
 from polycom.models import build_model
 from polycom.train import load_config, run
+from polycom.train.distributed import resolve_device
 from polycom.train.optim import build_optimizer, build_scheduler
 
 
@@ -35,17 +36,22 @@ def bare_loop(cfg, steps: int) -> list[float]:
     data = prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
                         log=lambda *a: None)
     sampler = BatchSampler(data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model.build_config(data.tokenizer.vocab_size, cfg.data.seq_len))
-    opt = build_optimizer(model, cfg.optim)
+    model = build_model(cfg.model.build_config(data.tokenizer.vocab_size, cfg.data.seq_len)).to(device)
+    if cfg.train.compile:
+        model.compile()
+    opt = build_optimizer(model, cfg.optim, device.type)
     sched = build_scheduler(opt, cfg.optim, steps)
     accum = cfg.grad_accum()
     times = []
     for step in range(steps):
         t0 = time.perf_counter()
         for micro in range(accum):
-            batch = sampler.micro_batch(step, micro, 0, 1, cfg.train.micro_batch_size, accum)
-            out = model(batch[:, :-1], targets=batch[:, 1:])
+            batch = sampler.micro_batch(step, micro, 0, 1, cfg.train.micro_batch_size, accum).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(batch[:, :-1], targets=batch[:, 1:])
             (out.loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
@@ -70,8 +76,10 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="bench-trainer-")
     cfg = load_config("tiny", [f"train.steps={args.steps}", "train.eval_every=0", "train.checkpoint_every=0",
                                "train.progress=false", f"train.out_dir={out}", *args.overrides])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    device = resolve_device(cfg.train.device)
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     print(f"model: preset {cfg.model.preset} + overrides {cfg.model.overrides()}, batch {cfg.train.batch_size} x "
           f"seq {cfg.data.seq_len}, {args.steps} steps x {args.repeats} repeats")
     bare, trainer, waits = [], [], []

@@ -112,7 +112,8 @@ class Trainer:
 
     def _micro_batch(self, step: int, micro: int) -> torch.Tensor:
         mb = self.cfg.train.micro_batch_size
-        return self.train_sampler.micro_batch(step, micro, self.info.rank, self.info.world_size, mb, self.accum)
+        batch = self.train_sampler.micro_batch(step, micro, self.info.rank, self.info.world_size, mb, self.accum)
+        return batch.pin_memory() if self.device.type == "cuda" else batch  # async host-to-device copy
 
     def _forward(self, batch: torch.Tensor):
         batch = batch.to(self.device, non_blocking=True)
@@ -135,13 +136,22 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         loss = D.all_reduce(ce_sum / self.accum) / self.info.world_size
-        record = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
-        if self.cfg.train.nan_guard and not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
-            record["report"] = diagnose(self.raw_model, step + 1, record["loss"], record["grad_norm"],
+        stats = torch.stack([loss, grad_norm.float()])
+        guard = self.cfg.train.nan_guard
+        if self.optimizer.defaults.get("fused"):
+            # Fused AdamW skips its whole update when found_inf is 1 (GradScaler's mechanism), so
+            # the step is queued before the host reads the loss: no device sync in mid-step.
+            self.optimizer.found_inf = (~torch.isfinite(stats).all()).float() if guard else None
+            self.optimizer.step()
+        loss_value, norm_value = stats.tolist()  # the one host sync of the step
+        record = {"loss": loss_value, "grad_norm": norm_value, "lr": self.scheduler.get_last_lr()[0]}
+        if guard and not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            record["report"] = diagnose(self.raw_model, step + 1, loss_value, norm_value,
                                         lambda: self._forward(batch))
             self.optimizer.zero_grad(set_to_none=True)
             return record
-        self.optimizer.step()
+        if not self.optimizer.defaults.get("fused"):
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return record

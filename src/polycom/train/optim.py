@@ -59,8 +59,10 @@ def describe_groups(groups: list[dict]) -> str:
 
 def build_optimizer(model: nn.Module, cfg: OptimSection, device_type: str = "cpu") -> torch.optim.AdamW:
     groups = [g for g in param_groups(model, cfg) if g["params"]]
-    # The fused kernel is faster on CUDA; on CPU the default foreach path is used.
-    extra = {"fused": True} if device_type == "cuda" else {}
+    # The fused kernel is faster on CUDA (and lets the NaN guard skip a step without a
+    # host sync); on CPU and for FSDP2's sharded DTensor parameters the foreach path is used.
+    sharded = any(hasattr(p, "device_mesh") for g in groups for p in g["params"])
+    extra = {"fused": True} if device_type == "cuda" and not sharded else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **extra)
 
 
