@@ -5,14 +5,17 @@ evaluates it. Per row of length N, with a_i = weight[r - i], b = bias:
 
     inv_i = 1 / sqrt(mean(x^(2i)) + eps),   n_i = x^i * inv_i,   y = b + sum_i a_i n_i
 
-Forward, overflow-safe (as ``reference.powers_inv_rms``): with s = max(1, max|x|)
-and u = x / s, every u^(2i) lies in [0, 1] and
+Forward, overflow-safe. The row sums S_i = sum x^(2i) are first taken unscaled in
+fp32: that is the reference's value whenever nothing overflows (the reference's
+scale s = max(1, max|x|) cancels). Only if the highest sum overflowed (r = 3:
+max|x| above ~1e6) are they recomputed with s = max|x| and u = x / s, so every
+u^(2i) lies in [0, 1] (as ``reference.powers_inv_rms``):
 
     t_i = rsqrt(mean(u^(2i)) + eps * s^(-2i)),   inv_i = t_i * s^(-i),   n_i = u^i * t_i,
 
-so y = b + sum_i (a_i t_i) u^i is a polynomial in u with bounded terms. Rows
-longer than a block keep an online running max, rescaling the partial sums by
-(s_old / s_new)^(2i) when the max grows (as online softmax does).
+and y = b + sum_i (a_i t_i) u^i is evaluated by Horner's rule in u (s = 1 in the
+common case). Rows of up to 16384 elements stay in registers (one read of x);
+longer rows are read in chunks twice (statistics, then output, mostly from L2).
 
 Backward (closed form; only x, the r values inv_i per row and the coefficients).
 Differentiating inv_i = (mean(x^(2i)) + eps)^(-1/2) gives
