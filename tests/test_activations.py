@@ -1,4 +1,8 @@
-"""Activations vs the naive float64 formulas in tests/naive.py: values and all gradients."""
+"""Activations vs the naive float64 formulas in tests/naive.py: values and all gradients.
+
+These check the reference path (the ground truth); test_ops.py checks every fast
+path against it.
+"""
 
 import pytest
 import torch
@@ -37,7 +41,7 @@ def _run(fn, naive, shape, dtype, order, noncontiguous=False, n_inputs=1):
         inputs.append(x.to(dtype).requires_grad_(True))
     grad_out = torch.randn(shape).to(dtype)
 
-    out = fn(*inputs, weight, bias)
+    out = fn(*inputs, weight, bias, implementation="reference")
     assert out.dtype == dtype and out.shape == torch.Size(shape)
     out.backward(grad_out)
 

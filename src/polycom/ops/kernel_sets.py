@@ -3,7 +3,8 @@
 Each set has the six functions of the kernel contract (see ``closed_form.py``).
 "compiled" wraps the closed-form functions in ``torch.compile`` (Inductor's C++
 backend on CPU), compiled on first use; if compilation fails (no C++ compiler,
-an unsupported platform) it warns once and falls back to "eager" for good.
+an unsupported platform, the recompile limit) it warns once and falls back to
+"eager" for good.
 "triton" goes through ``torch.library`` custom ops (``triton_ops.py``) so that
 ``torch.compile`` and FSDP see opaque ops with fake implementations.
 """
@@ -11,6 +12,7 @@ an unsupported platform) it warns once and falls back to "eager" for good.
 from __future__ import annotations
 
 import time
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -42,47 +44,61 @@ class KernelSet:
 EAGER = KernelSet(*(getattr(cf, f"{name}_torch") for name in KERNEL_NAMES))
 
 # First-call wall time (seconds) of each compiled kernel: mostly Inductor's
-# compile time, a few ms when the on-disk FX/Inductor cache is warm.
+# compile time, a fraction of it when the on-disk FX/Inductor cache is warm.
 COMPILE_SECONDS: dict[str, float] = {}
-_compile_failed: list[str] = []
+_compile_failures: dict[tuple, str] = {}
+
+
+def _own_code_copy(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own. Dynamo keeps its compile cache and
+    recompile limit (8) per code object, so giving each (dtype, order) variant
+    its own copy means mixed dtypes and orders in one process never exhaust it."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def _variant_key(args) -> tuple:
+    """Dtypes of the tensors and lengths of the 1-D ones (the coefficients)."""
+    return tuple((a.dtype, a.shape[0] if a.dim() == 1 else None) for a in args if isinstance(a, torch.Tensor))
 
 
 class _LazyCompiled:
-    """``torch.compile(fn)`` on first call; eager ``fn`` if compiling fails."""
+    """``torch.compile(fn)`` per variant on first call; eager ``fn`` where compiling fails."""
 
     def __init__(self, name: str, fn: Callable):
-        self.name, self.fn, self.compiled = name, fn, None
+        self.name, self.fn, self.compiled = name, fn, {}
 
     def __call__(self, *args):
-        if _compile_failed:
+        key = (self.name, *_variant_key(args))
+        if key in _compile_failures:
             return self.fn(*args)
-        if self.compiled is None:
-            # dynamic=False: one specialisation per shape; models see a handful of
-            # shapes and static loops vectorise better than symbolic ones.
-            self.compiled = torch.compile(self.fn, fullgraph=True, dynamic=False)
-            start = time.perf_counter()
-            try:
-                out = self.compiled(*args)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure means: use eager
-                _compile_failed.append(f"{type(exc).__name__}: {exc}"[:500])
-                warnings.warn(
-                    f"polycom: torch.compile of {self.name} failed, using the eager closed-form path instead "
-                    f"({_compile_failed[0]})",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                return self.fn(*args)
-            COMPILE_SECONDS[self.name] = time.perf_counter() - start
-            return out
-        return self.compiled(*args)
+        compiled = self.compiled.get(key)
+        if compiled is None:
+            # dynamic=None: the first shape is compiled static (fastest loops); a
+            # second shape recompiles once with symbolic sizes, which then serve
+            # every later shape (MoE groups and generation change shapes each step).
+            compiled = self.compiled[key] = torch.compile(_own_code_copy(self.fn), fullgraph=True, dynamic=None)
+        start = time.perf_counter()
+        try:
+            out = compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - compiler or recompile-limit failure: use eager
+            _compile_failures[key] = f"{type(exc).__name__}: {exc}"[:500]
+            warnings.warn(
+                f"polycom: torch.compile of {self.name} failed, using the eager closed-form path for it "
+                f"({_compile_failures[key]})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return self.fn(*args)  # a genuine error in the math raises here again
+        COMPILE_SECONDS.setdefault(self.name, time.perf_counter() - start)
+        return out
 
 
 COMPILED = KernelSet(*(_LazyCompiled(name, getattr(cf, f"{name}_torch")) for name in KERNEL_NAMES))
 
 
-def compile_failed() -> bool:
-    """True once a compilation failed in this process (``"compiled"`` then runs eagerly)."""
-    return bool(_compile_failed)
+def compile_failures() -> dict[tuple, str]:
+    """Kernel variants whose compilation failed in this process (they run eagerly)."""
+    return dict(_compile_failures)
 
 
 def kernel_set(name: str) -> KernelSet:
