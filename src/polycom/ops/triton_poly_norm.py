@@ -5,17 +5,17 @@ evaluates it. Per row of length N, with a_i = weight[r - i], b = bias:
 
     inv_i = 1 / sqrt(mean(x^(2i)) + eps),   n_i = x^i * inv_i,   y = b + sum_i a_i n_i
 
-Forward, overflow-safe. The row sums S_i = sum x^(2i) are first taken unscaled in
-fp32: that is the reference's value whenever nothing overflows (the reference's
-scale s = max(1, max|x|) cancels). Only if the highest sum overflowed (r = 3:
-max|x| above ~1e6) are they recomputed with s = max|x| and u = x / s, so every
-u^(2i) lies in [0, 1] (as ``reference.powers_inv_rms``):
+Forward, overflow-safe, as ``reference.powers_inv_rms``: with s = max(1, max|x|)
+and u = x / s, every u^(2i) lies in [0, 1] and
 
     t_i = rsqrt(mean(u^(2i)) + eps * s^(-2i)),   inv_i = t_i * s^(-i),   n_i = u^i * t_i,
 
-and y = b + sum_i (a_i t_i) u^i is evaluated by Horner's rule in u (s = 1 in the
-common case). Rows of up to 16384 elements stay in registers (one read of x);
-longer rows are read in chunks twice (statistics, then output, mostly from L2).
+so y = b + sum_i (a_i t_i) u^i, evaluated by Horner's rule in u, has bounded
+terms. Rows of up to 16384 elements stay in registers (one read of x). Longer
+rows are read twice in chunks (statistics, then output, mostly from L2); their
+statistics are first summed with s = 1, which gives the same value whenever
+nothing overflows, and recomputed with s = max|x| only if the highest power
+overflowed fp32 (a max would otherwise cost a pass or a rescale per chunk).
 
 Backward (closed form; only x, the r values inv_i per row and the coefficients).
 Differentiating inv_i = (mean(x^(2i)) + eps)^(-1/2) gives
@@ -150,24 +150,23 @@ def _fwd_kernel(
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    # Statistics S_i = sum (x * rs)^(2i). First with rs = 1 (the reference's s = max(1, max|x|)
-    # gives the same value whenever nothing overflows); only if the highest power overflowed
-    # fp32 are they recomputed with rs = 1 / max|x| (a rare path: e.g. r = 3 and |x| > 2e6).
+    # Statistics S_i = sum (x * rs)^(2i) with rs = 1 / s, s = max(1, max|x|) as in the reference.
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * N
     offs = tl.arange(0, BLOCK_N)
-    rs = tl.full([], 1.0, tl.float32)
     if SINGLE:
-        # Whole row in registers: one read of x.
+        # Whole row in registers: one read of x; the max costs one more reduction, no memory.
         mask = offs < N
         x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
-        s1, s2, s3, s4 = _power_sums(x * x, ORDER)
-        if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
-            rs = 1.0 / tl.max(tl.abs(x), axis=0)
-            s1, s2, s3, s4 = _power_sums((x * rs) * (x * rs), ORDER)
+        rs = 1.0 / tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)
         u = x * rs
+        s1, s2, s3, s4 = _power_sums(u * u, ORDER)
     else:
         # Statistics pass over the row in chunks; the output pass below re-reads it (mostly from L2).
+        # A max would need its own pass (or a rescale per chunk), so the sums are first taken with
+        # rs = 1: the same value whenever nothing overflows (s cancels); only if the highest power
+        # overflowed fp32 (e.g. r = 3 and max|x| > ~1e5) are they recomputed with the max.
+        rs = tl.full([], 1.0, tl.float32)
         s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, VEC, STAGES)
         if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
             rs = 1.0 / _chunked_abs_max(x_row, N, BLOCK_N)

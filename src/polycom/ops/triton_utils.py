@@ -10,6 +10,7 @@ Kernels run on CUDA tensors, or on CPU tensors under the Triton interpreter
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class RowConfig:
     stages: int | None
 
 
+@functools.lru_cache(maxsize=256)  # called on every launch: keep the host overhead low
 def row_launch_config(n: int, elem_bytes: int, block_size: int | None = None) -> RowConfig:
     """Block and warps for a row-wise kernel on rows of ``n`` elements.
 
