@@ -381,11 +381,13 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
     order = weight.numel()
     grad_x = torch.empty_like(x)
     grad_up = None if up is None else torch.empty_like(up)
-    partials = torch.empty((m, order + 1), dtype=torch.float32, device=x.device)
-    if m > 0 and n > 0:
+    partials = torch.empty((m, order + 1), dtype=torch.float32, device=x.device)  # per row: grad_w, grad_b
+    if n == 0:
+        partials.zero_()
+    elif m > 0:
         cfg = row_launch_config(n, x.element_size(), block_size)
         _bwd_kernel[(m,)](
-            grad_y.contiguous(), x, x if up is None else up, inv_rms, weight, weight if bias is None else bias,
+            grad_y.contiguous(), x, x if up is None else up, inv_rms.contiguous(), weight, weight if bias is None else bias,
             grad_x, grad_x if up is None else grad_up, partials, n,
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
             VEC=min(cfg.block, 16 // x.element_size()),

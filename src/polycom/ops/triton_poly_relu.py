@@ -96,7 +96,7 @@ def poly_relu_backward_triton(grad_y, x, weight, *, block_size=_BLOCK):
     grad_x = torch.empty_like(x)
     numel = x.numel()
     programs = triton.cdiv(numel, block_size)
-    partials = torch.empty((max(programs, 1), order + 1), dtype=torch.float32, device=x.device)
+    partials = torch.empty((programs, order + 1), dtype=torch.float32, device=x.device)
     if numel:
         _bwd_kernel[(programs,)](
             grad_y.contiguous(), x, weight, grad_x, partials, numel,
