@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a decoder LM with a polycom activation. Settings come from a preset or YAML file, "
                     "then KEY=VALUE overrides (e.g. model.activation=polynorm optim.lr=3e-4). "
                     "Multi-process: torchrun --nproc_per_node N -m polycom.cli train ...",
-        epilog="config keys:\n" + config_help(),
+        epilog="config keys (defaults of the dataclasses; a preset overrides some, --dry-run shows the result):\n"
+               + config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .corpus import CorpusSpec, iter_documents, split_of
 from .shards import ShardWriter, TokenStream, token_dtype
-from .tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer, train_bpe
+from .tokenizer import ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 __all__ = ["PreparedData", "prepare_data", "corpus_hash", "default_cache_dir"]
 

@@ -142,6 +142,6 @@ def load_tokenizer(name_or_path: str) -> HFTokenizer:
         path = path / "tokenizer.json"
     if path.is_file():
         return HFTokenizer(_Tok.from_file(str(path)), str(name_or_path))
-    if path.suffix == ".json" or os.sep in name_or_path and not name_or_path.count("/") == 1:
+    if path.suffix == ".json" or path.is_absolute() or name_or_path.startswith("."):
         raise FileNotFoundError(f"data.tokenizer: no tokenizer file at {name_or_path!r}")
     return HFTokenizer(_Tok.from_pretrained(name_or_path), name_or_path)

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from ..data import BatchSampler, prepare_data
+from ..data.corpus import describe_source
 from . import distributed as D
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, check_paths, load_config
@@ -258,7 +259,7 @@ class Trainer:
         return result
 
     def _run_info(self) -> dict:
-        return {"corpus": self.cfg.data.source, "corpus_hash": self.data.corpus_hash,
+        return {"corpus": describe_source(self.cfg.data.source), "corpus_hash": self.data.corpus_hash,
                 "tokenizer": self.data.tokenizer.name, "vocab_size": self.data.tokenizer.vocab_size,
                 "num_params": self.num_params, "flops_per_token": self.flops_per_token,
                 "world_size": self.info.world_size, "precision": self.precision, "device": str(self.device),
