@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def _args(tmp_path, name, *extra):
-    return ["model.preset=debug", "model.activation=polynorm", "data.tokenizer=byte", "data.max_documents=300",
+    return ["train.device=cpu", "model.preset=debug", "model.activation=polynorm", "data.tokenizer=byte",
+            "data.max_documents=300",
             f"data.cache_dir={tmp_path / 'cache'}", "data.seq_len=32", "train.batch_size=8",
             "train.micro_batch_size=4", "train.steps=4", "train.eval_every=2", "train.eval_batches=1",
             "train.checkpoint_every=2", "train.progress=false", f"train.out_dir={tmp_path / name}", *extra]
