@@ -57,6 +57,8 @@ def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(1, 9))
+    done = run("tiny", small_run(tmp_path, "split", "train.resume=true"))  # already finished: no steps
+    assert done["train_losses"] == [] and done["final_step"] == 8 and done["val_loss"] == full["val_loss"]
 
 
 _CRASH_SCRIPT = """

@@ -125,6 +125,7 @@ class Trainer:
         """Forward/backward over all micro-batches, then clip and (if finite) step."""
         self.model.train()
         ce_sum = torch.zeros((), device=self.device)
+        aux_sum = torch.zeros((), device=self.device)  # MoE load-balancing + z-loss (0 for dense)
         for micro in range(self.accum):
             batch = next_batch(step, micro)
             last = micro == self.accum - 1
@@ -133,19 +134,22 @@ class Trainer:
                 out = self._forward(batch)
                 (out.loss / self.accum).backward()
             ce_sum += out.ce_loss.detach().float()
+            aux_sum += out.aux_loss.detach().float()
         clip = self.cfg.optim.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         loss = D.all_reduce(ce_sum / self.accum) / self.info.world_size
-        stats = torch.stack([loss, grad_norm.float()])
+        stats = torch.stack([loss, grad_norm.float(), aux_sum / self.accum])
         guard = self.cfg.train.nan_guard
         if self.optimizer.defaults.get("fused"):
             # Fused AdamW skips its whole update when found_inf is 1 (GradScaler's mechanism), so
             # the step is queued before the host reads the loss: no device sync in mid-step.
             self.optimizer.found_inf = (~torch.isfinite(stats).all()).float() if guard else None
             self.optimizer.step()
-        loss_value, norm_value = stats.tolist()  # the one host sync of the step
+        loss_value, norm_value, aux_value = stats.tolist()  # the one host sync of the step
         record = {"loss": loss_value, "grad_norm": norm_value, "lr": self.scheduler.get_last_lr()[0]}
+        if self.model_config.moe is not None:
+            record["aux_loss"] = aux_value  # rank 0's share; the loss above is the global mean
         if guard and not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             record["report"] = diagnose(self.raw_model, step + 1, loss_value, norm_value,
                                         lambda: self._forward(batch))
@@ -250,6 +254,8 @@ class Trainer:
         finally:
             prefetch.close()
             bar.close()
+        if start == t.steps:  # resuming a finished run (e.g. a re-run sweep): report its final validation
+            result["evals"].append({"kind": "val", "step": start, **self.evaluate()})
         result.update(self._summary(start, result, step_times, prefetch.wait_s, time.perf_counter() - t_start))
         logger.log({"kind": "summary", "step": result["final_step"],
                     **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
