@@ -14,6 +14,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # Same reasoning as test_ops.TOL: one output rounding in the input dtype, fp32 math.
 TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2),
        torch.float16: dict(rtol=2e-3, atol=2e-3)}
+# Input gradients in fp32: the closed form subtracts (d_i / N) * n_i from g, and with
+# rows of 65536 features the two sides' fp32 row sums differ by ~1e-4 relative
+# (seen: 1.7e-4 on 2 of 1M elements), so 3e-4 instead of the forward's 2e-5.
+GRAD_TOL = {**TOL, torch.float32: dict(rtol=3e-4, atol=3e-4)}
 
 
 def _check(fn, n_inputs, shape, dtype, impl, order=3):
@@ -32,7 +36,7 @@ def _check(fn, n_inputs, shape, dtype, impl, order=3):
     (o_r, gx_r, gw_r, gb_r), (o_f, gx_f, gw_f, gb_f) = res["reference"], res[impl]
     torch.testing.assert_close(o_f.float(), o_r.float(), **TOL[dtype])
     for a, b in zip(gx_f, gx_r):
-        torch.testing.assert_close(a.float(), b.float(), **TOL[dtype])
+        torch.testing.assert_close(a.float(), b.float(), **GRAD_TOL[dtype])
     # Sums over up to 2^27 products in different orders: relative 1e-3 of the largest.
     scale = max(1.0, gw_r.abs().max().item(), gb_r.abs().max().item())
     torch.testing.assert_close(gw_f / scale, gw_r / scale, rtol=1e-3, atol=1e-3)
