@@ -212,3 +212,17 @@ def test_torch_compile_fullgraph_module():
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_path_handles_changing_shapes():
+    """MoE groups and generation change the row count every step: after one dynamic
+    recompile every new shape must reuse the compiled kernel, never fail or fall back."""
+    from polycom.ops.kernel_sets import compile_failures
+
+    m = polycom.PolyNorm(order=2, implementation="compiled")
+    for rows in range(1, 13):
+        x = torch.randn(rows, 24, requires_grad=True)
+        y = m(x)
+        y.sum().backward()
+        torch.testing.assert_close(y, PF.poly_norm(x, m.weight, m.bias, implementation="reference"), rtol=2e-5, atol=2e-5)
+    assert not compile_failures()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -140,13 +141,19 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert all(a >= b for a, b in zip(values[9:], values[10:]))
 
 
-@pytest.mark.skipif(not os.environ.get("POLYCOM_RUN_README"), reason="minutes long: set POLYCOM_RUN_README=1")
+@pytest.mark.slow
 def test_readme_main_command(tmp_path):
+    """The README's main command, as a user runs it (about 2 minutes on 2 CPU cores)."""
     env = {**os.environ, "POLYCOM_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(["polycom", "train", f"train.out_dir={tmp_path / 'run'}"], capture_output=True,
                           text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "val loss" in proc.stdout and "val bpb" in proc.stdout
+    match = re.search(r"val loss ([0-9.]+), val bpb ([0-9.]+)", proc.stdout)
+    assert match, proc.stdout[-2000:]
+    val_loss, val_bpb = float(match.group(1)), float(match.group(2))
+    # Untrained, the loss is ln(4096) = 8.3 nats; 300 steps reach about 3.96 (bpb 1.63,
+    # measured on Python 3.11.7's corpus). Bounds leave room for other corpora/versions.
+    assert val_loss < 5.0 and val_bpb < 2.2, (val_loss, val_bpb)
 
 
 def test_cli_train_prints_final_validation(tmp_path, capsys):

@@ -51,14 +51,21 @@ _compile_failures: dict[tuple, str] = {}
 
 def _own_code_copy(fn: Callable) -> Callable:
     """``fn`` with a code object of its own. Dynamo keeps its compile cache and
-    recompile limit (8) per code object, so giving each (dtype, order) variant
-    its own copy means mixed dtypes and orders in one process never exhaust it."""
+    recompile limit (8) per code object, so giving each variant its own copy
+    means mixed dtypes, orders and widths in one process never exhaust it."""
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def _variant_key(args) -> tuple:
-    """Dtypes of the tensors and lengths of the 1-D ones (the coefficients)."""
-    return tuple((a.dtype, a.shape[0] if a.dim() == 1 else None) for a in args if isinstance(a, torch.Tensor))
+    """Dtype and the static sizes of every tensor: the feature width N of the 2-D
+    ones (the row count M stays symbolic) and the length of the 1-D coefficients."""
+    return tuple((a.dtype, a.shape[-1]) for a in args if isinstance(a, torch.Tensor))
+
+
+def _mark_rows_dynamic(args) -> None:
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.dim() == 2:
+            torch._dynamo.maybe_mark_dynamic(a, 0)
 
 
 class _LazyCompiled:
@@ -73,12 +80,13 @@ class _LazyCompiled:
             return self.fn(*args)
         compiled = self.compiled.get(key)
         if compiled is None:
-            # dynamic=None: the first shape is compiled static (fastest loops); a
-            # second shape recompiles once with symbolic sizes, which then serve
-            # every later shape (MoE groups and generation change shapes each step).
-            compiled = self.compiled[key] = torch.compile(_own_code_copy(self.fn), fullgraph=True, dynamic=None)
+            # One compiled kernel per (dtype, width, order), with the row count
+            # symbolic: MoE groups and generation change it every step, while a
+            # static feature width keeps the inner loops fully vectorised.
+            compiled = self.compiled[key] = torch.compile(_own_code_copy(self.fn), fullgraph=True, dynamic=False)
         start = time.perf_counter()
         try:
+            _mark_rows_dynamic(args)
             out = compiled(*args)
         except Exception as exc:  # noqa: BLE001 - compiler or recompile-limit failure: use eager
             _compile_failures[key] = f"{type(exc).__name__}: {exc}"[:500]
