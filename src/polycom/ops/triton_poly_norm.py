@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_utils import check_launch, horner, row_launch_config, tl, triton
+from .triton_utils import check_launch, horner, load_coefficients, row_launch_config, tl, triton
 
 __all__ = [
     "poly_norm_forward_triton",
@@ -60,18 +60,8 @@ __all__ = [
 @triton.jit
 def _load_coefficients(w_ptr, b_ptr, ORDER: tl.constexpr):
     """(b, a_1, ..., a_4) in fp32; a_i = weight[ORDER - i], unused orders 0."""
-    b = tl.load(b_ptr).to(tl.float32)
-    a1 = tl.load(w_ptr + ORDER - 1).to(tl.float32)
-    a2 = 0.0
-    a3 = 0.0
-    a4 = 0.0
-    if ORDER >= 2:
-        a2 = tl.load(w_ptr + ORDER - 2).to(tl.float32)
-    if ORDER >= 3:
-        a3 = tl.load(w_ptr + ORDER - 3).to(tl.float32)
-    if ORDER >= 4:
-        a4 = tl.load(w_ptr + ORDER - 4).to(tl.float32)
-    return b, a1, a2, a3, a4
+    a1, a2, a3, a4 = load_coefficients(w_ptr, ORDER)
+    return tl.load(b_ptr).to(tl.float32), a1, a2, a3, a4
 
 
 @triton.jit

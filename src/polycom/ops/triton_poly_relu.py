@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_utils import check_launch, horner, tl, triton
+from .triton_utils import check_launch, horner, load_coefficients, tl, triton
 
 __all__ = ["poly_relu_forward_triton", "poly_relu_backward_triton"]
 
@@ -24,27 +24,11 @@ _NUM_WARPS = 8
 
 
 @triton.jit
-def _coefficients(w_ptr, ORDER: tl.constexpr):
-    """(a_1, ..., a_4) in fp32; a_i = weight[ORDER - i], unused orders 0."""
-    a1 = tl.load(w_ptr + ORDER - 1).to(tl.float32)
-    a2 = 0.0
-    a3 = 0.0
-    a4 = 0.0
-    if ORDER >= 2:
-        a2 = tl.load(w_ptr + ORDER - 2).to(tl.float32)
-    if ORDER >= 3:
-        a3 = tl.load(w_ptr + ORDER - 3).to(tl.float32)
-    if ORDER >= 4:
-        a4 = tl.load(w_ptr + ORDER - 4).to(tl.float32)
-    return a1, a2, a3, a4
-
-
-@triton.jit
 def _fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, numel, ORDER: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     z = tl.maximum(tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32), 0.0)
-    a1, a2, a3, a4 = _coefficients(w_ptr, ORDER)
+    a1, a2, a3, a4 = load_coefficients(w_ptr, ORDER)
     y = horner(z, tl.load(b_ptr).to(tl.float32), a1, a2, a3, a4, ORDER)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -57,7 +41,7 @@ def _bwd_kernel(gy_ptr, x_ptr, w_ptr, gx_ptr, part_ptr, numel, ORDER: tl.constex
     g = tl.load(gy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = tl.maximum(x, 0.0)
-    a1, a2, a3, a4 = _coefficients(w_ptr, ORDER)
+    a1, a2, a3, a4 = load_coefficients(w_ptr, ORDER)
     dpoly = horner(z, a1, 2.0 * a2, 3.0 * a3, 4.0 * a4, 0.0, ORDER - 1)
     gx = tl.where(x > 0.0, g * dpoly, 0.0)
     tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)

@@ -37,6 +37,7 @@ __all__ = [
     "row_launch_config",
     "RowConfig",
     "horner",
+    "load_coefficients",
 ]
 
 
@@ -122,3 +123,19 @@ def horner(z, c0, c1, c2, c3, c4, DEGREE: tl.constexpr):
             acc1 = acc1 + z * acc2
         res = res + z * acc1
     return res
+
+
+@triton.jit
+def load_coefficients(w_ptr, ORDER: tl.constexpr):
+    """(a_1, ..., a_4) in fp32; a_i = weight[ORDER - i], unused orders 0."""
+    a1 = tl.load(w_ptr + ORDER - 1).to(tl.float32)
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    if ORDER >= 2:
+        a2 = tl.load(w_ptr + ORDER - 2).to(tl.float32)
+    if ORDER >= 3:
+        a3 = tl.load(w_ptr + ORDER - 3).to(tl.float32)
+    if ORDER >= 4:
+        a4 = tl.load(w_ptr + ORDER - 4).to(tl.float32)
+    return a1, a2, a3, a4
