@@ -146,15 +146,18 @@ def test_gradcheck_learnable(name, order):
     del module
 
 
-@pytest.mark.parametrize("base", ["gelu", "silu", "sigmoid", "rmsnorm"])
+@pytest.mark.parametrize("base", ["relu", "prelu", "gelu", "silu", "sigmoid", "rmsnorm"])
 @pytest.mark.parametrize("kind", ["I", "II"])
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_gradcheck_general_polycom(base, kind, order):
     torch.manual_seed(order)
     w = (torch.randn(order, dtype=torch.float64) * 0.5).requires_grad_(True)
     b = torch.randn(1, dtype=torch.float64).requires_grad_(True)
-    x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: PF.poly_com(x, w, b, base, kind), (x, w, b))
+    x = torch.randn(2, 5, dtype=torch.float64)
+    x = (x + 0.2 * x.sign()).requires_grad_(True)  # away from the relu/prelu kink at 0
+    slope = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b, s: PF.poly_com(x, w, b, base, kind, prelu_weight=s)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b, slope))
 
 
 @pytest.mark.parametrize("name", ["relu2", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"])
