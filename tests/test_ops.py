@@ -105,7 +105,7 @@ def test_noncontiguous_input(impl, fn):
     _compare(fn, impl, [x], 3, torch.float32)
 
 
-@pytest.mark.parametrize("impl", FAST_PATHS)
+@pytest.mark.parametrize("impl", [*FAST_PATHS, "compiled"])
 def test_poly_norm_large_values_fp16(impl):
     """fp16 inputs near the top of the range: no inf/NaN, same values as the reference."""
     x = _x((4, 50), torch.float32, scale=20000.0).clamp(-65000, 65000).half()
