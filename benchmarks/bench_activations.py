@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import machine_description, markdown_table, saved_bytes, time_round_robin  # noqa: E402
+from harness import Report, machine_description, markdown_table, saved_bytes, time_round_robin  # noqa: E402
 
 import polycom  # noqa: E402
 from polycom import functional as PF  # noqa: E402
@@ -134,25 +134,19 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    sections = [
+    report = Report(args.output)
+    report.add(
         f"Machine: {machine_description(device)}. Date: {datetime.date.today()}. "
         f"Median of {args.rounds} interleaved rounds."
-    ]
-    print(sections[0], flush=True)
+    )
     for op in args.ops.split(","):
         for feats in (int(f) for f in args.features.split(",")):
             rows = max(1, args.elements // feats)
             fwd_t, full_t, memory, input_bytes = bench_op(op, rows, feats, dtype, device, args.rounds)
-            text = format_op(op, feats, rows, dtype, fwd_t, full_t, memory, input_bytes)
-            print("\n" + text, flush=True)
-            sections.append(text)
+            report.add(format_op(op, feats, rows, dtype, fwd_t, full_t, memory, input_bytes))
     if COMPILE_SECONDS:
-        note = "First-call compile time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in COMPILE_SECONDS.items())
-        print("\n" + note)
-        sections.append(note)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("\n\n".join(sections) + "\n")
+        report.add("First-call compile time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in COMPILE_SECONDS.items()))
+    report.write()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import machine_description, markdown_table, time_round_robin  # noqa: E402
+from harness import Report, machine_description, markdown_table, time_round_robin  # noqa: E402
 
 from polycom.models import build_model, model_config  # noqa: E402
 
@@ -62,11 +62,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     tokens = args.batch * args.seq
-    sections = [
+    report = Report(args.output)
+    report.add(
         f"Machine: {machine_description(device)}. Date: {datetime.date.today()}. Preset {args.preset}, "
         f"batch {args.batch} x seq {args.seq}; median of {args.rounds} interleaved steps."
-    ]
-    print(sections[0], flush=True)
+    )
     for mode in args.modes.split(","):
         steps, params = {}, {}
         for label, act, kw in VARIANTS:
@@ -78,12 +78,8 @@ def main(argv=None):
             [label, f"{params[label] / 1e6:.3f}M", f"{tokens / times[label]:.0f}", f"{times['gelu'] / times[label]:.3f}"]
             for label in steps
         ]
-        text = f"**{mode}**\n\n" + markdown_table(["activation", "params", "tokens/s", "vs GELU"], rows)
-        print("\n" + text, flush=True)
-        sections.append(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("\n\n".join(sections) + "\n")
+        report.add(f"**{mode}**\n\n" + markdown_table(["activation", "params", "tokens/s", "vs GELU"], rows))
+    report.write()
 
 
 if __name__ == "__main__":

@@ -79,3 +79,19 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+class Report:
+    """Sections printed as they are measured and, with ``output``, written as markdown."""
+
+    def __init__(self, output: str | None):
+        self.output, self.sections = output, []
+
+    def add(self, text: str) -> None:
+        print("\n" + text, flush=True)
+        self.sections.append(text)
+
+    def write(self) -> None:
+        if self.output:
+            with open(self.output, "w") as f:
+                f.write("\n\n".join(self.sections) + "\n")
