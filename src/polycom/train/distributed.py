@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -93,20 +95,52 @@ def _fully_shard():
 
 def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.device) -> nn.Module:
     """``none``: unchanged; ``ddp``: DistributedDataParallel; ``fsdp``: FSDP2 per block + root."""
-    if mode == "auto":
-        mode = "ddp" if info.enabled else "none"
-    if mode != "none" and not info.enabled:
-        raise RuntimeError(f"train.parallel={mode!r} needs several processes: launch with torchrun")
+    mode = resolve_mode(mode, info)
     if mode == "none":
         return model
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    _shard(model)
+    return model
+
+
+def resolve_mode(mode: str, info: DistInfo) -> str:
+    if mode == "auto":
+        mode = "ddp" if info.enabled else "none"
+    if mode != "none" and not info.enabled:
+        raise RuntimeError(f"train.parallel={mode!r} needs several processes: launch with torchrun")
+    return mode
+
+
+def _shard(model: nn.Module) -> None:
     fully_shard = _fully_shard()
     for block in model.layers:
         fully_shard(block)
     fully_shard(model)
+
+
+def build_sharded(build: Callable[[], nn.Module], info: DistInfo, device: torch.device) -> nn.Module:
+    """An FSDP2 model whose full weights exist on rank 0 only, once, in CPU memory.
+
+    Every rank builds the model on the meta device (no memory), shards it and
+    allocates only its own shards on ``device``; rank 0 builds the initialised
+    model on CPU and broadcasts each shard. A 7B model thus costs one full copy
+    per machine's rank 0 instead of one per rank. The result equals
+    ``parallelize(build(), "fsdp", ...)`` with the same seed.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full_state = build().state_dict() if info.is_main else {}
+    with torch.device("meta"):
+        model = build()
+    _shard(model)
+    model.to_empty(device=device)
+    for module in model.modules():  # non-persistent buffers (RoPE tables) are derived, not loaded
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+    set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return model
 
 

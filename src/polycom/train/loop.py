@@ -86,14 +86,23 @@ class Trainer:
 
         cfg, dev = self.cfg, self.device
         self.model_config = cfg.model.build_config(self.data.tokenizer.vocab_size, cfg.data.seq_len)
-        torch.manual_seed(cfg.train.seed)  # same init on every rank
-        model = build_model(self.model_config).to(dev)
+
+        def build():
+            torch.manual_seed(cfg.train.seed)  # same init on every rank, and on meta or not
+            return build_model(self.model_config)
+
+        if D.resolve_mode(cfg.train.parallel, self.info) == "fsdp":
+            # Only rank 0 ever holds the full model (on CPU); the others allocate their shards.
+            model = self.model = D.build_sharded(build, self.info, dev)
+        else:
+            model = build().to(dev)
         self.num_params = model.num_params()
         self.flops_per_token = float(model.flops_per_token(cfg.data.seq_len))
         if setup_hook is not None:
             setup_hook(model)
         self.raw_model = model
-        self.model = D.parallelize(model, cfg.train.parallel, self.info, dev)
+        if D.resolve_mode(cfg.train.parallel, self.info) != "fsdp":
+            self.model = D.parallelize(model, cfg.train.parallel, self.info, dev)
         self.is_ddp = self.model is not model
         if cfg.train.compile:
             model.compile()
