@@ -3,7 +3,8 @@
 Every model has the same parameter count (gated MLPs get 2/3 of the width). A
 step is forward + backward + AdamW update on random tokens; models run
 round-robin in one process and tokens/s is reported relative to GELU, in eager
-mode and under ``torch.compile``.
+mode and under ``torch.compile``. A second, identical GELU model is measured as a
+control: how far its ratio is from 1.000 shows the run's noise.
 
     python benchmarks/bench_train_step.py                    # CPU, "tiny" preset
     python benchmarks/bench_train_step.py --device cuda --preset small --batch 16 --seq 1024
@@ -23,9 +24,11 @@ from harness import Report, machine_description, markdown_table, time_round_robi
 
 from polycom.models import build_model, model_config  # noqa: E402
 
-# (label, activation, activation kwargs)
+# (label, activation, activation kwargs). The control is a second, identical GELU
+# model: its ratio to the first is the noise floor of that run.
 VARIANTS = [
     ("gelu", "gelu", {}),
+    ("gelu (control: identical copy)", "gelu", {}),
     ("swiglu", "swiglu", {}),
     ("polyrelu", "polyrelu", {}),
     ("polynorm", "polynorm", {}),
