@@ -5,6 +5,7 @@ polycom implementation available on the device, next to
   - the official formulation: eager math inside torch.utils.checkpoint (as the
     official Megatron code runs it),
   - native GELU (for the plain ops) and SwiGLU (for the gated op),
+  - Liger-Kernel's ``LigerPolyNorm`` when ``liger_kernel`` is installed (CUDA only),
   - a plain copy: forward ``x.clone()``; forward+backward ``x.clone()`` then
     ``g + x`` (read x, write y; read g and x, write dx): the bandwidth limit,
 and the bytes autograd saves for backward. All variants run round-robin in one
@@ -49,6 +50,21 @@ def official_poly_relu(x, weight, bias):
     return weight[0] * act**3 + weight[1] * act**2 + weight[2] * act + bias
 
 
+def _liger_poly_norm(device: torch.device):
+    """Liger-Kernel's PolyNorm module if the package is installed and can run here (CUDA), else None.
+
+    ``in_place=False``: the benchmark reuses one upstream gradient, which Liger's
+    default in-place backward would overwrite.
+    """
+    if device.type != "cuda":
+        return None
+    try:
+        from liger_kernel.transformers import LigerPolyNorm
+    except ImportError:
+        return None
+    return LigerPolyNorm(eps=1e-6, in_place=False).to(device)
+
+
 def _variants(op: str, x: torch.Tensor, up: torch.Tensor, weight, bias, impls: list[str]):
     """name -> forward closure, for one op."""
     fwd = {}
@@ -57,6 +73,9 @@ def _variants(op: str, x: torch.Tensor, up: torch.Tensor, weight, bias, impls: l
             fwd[impl] = lambda impl=impl: PF.poly_norm(x, weight, bias, implementation=impl)
         fwd["official (checkpoint)"] = lambda: checkpoint(official_poly_norm, x, weight, bias, use_reentrant=False)
         fwd["official (no checkpoint)"] = lambda: official_poly_norm(x, weight, bias)
+        liger = _liger_poly_norm(x.device)
+        if liger is not None:
+            fwd["Liger-Kernel LigerPolyNorm"] = lambda: liger(x)
         fwd["GELU (native)"] = lambda: F.gelu(x)
     elif op == "polyrelu":
         for impl in impls:
