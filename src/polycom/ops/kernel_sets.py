@@ -63,9 +63,12 @@ def _variant_key(args) -> tuple:
 
 
 def _mark_rows_dynamic(args) -> None:
+    mark = getattr(torch._dynamo, "maybe_mark_dynamic", None)  # absent in old releases: then automatic dynamic
+    if mark is None:
+        return
     for a in args:
         if isinstance(a, torch.Tensor) and a.dim() == 2:
-            torch._dynamo.maybe_mark_dynamic(a, 0)
+            mark(a, 0)
 
 
 class _LazyCompiled:
