@@ -30,7 +30,6 @@ from torch.utils.checkpoint import checkpoint
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Report, machine_description, markdown_table, saved_bytes, time_round_robin  # noqa: E402
 
-import polycom  # noqa: E402
 from polycom import functional as PF  # noqa: E402
 from polycom.ops import available_implementations  # noqa: E402
 from polycom.ops.kernel_sets import COMPILE_SECONDS  # noqa: E402

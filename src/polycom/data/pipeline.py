@@ -75,7 +75,7 @@ def get_tokenizer(name: str, vocab_size: int, spec: CorpusSpec, content_hash: st
         return load_tokenizer(str(path))
     t0 = time.perf_counter()
     log(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the train split ...")
-    tok = train_bpe(_train_texts(spec), vocab_size, save_path=path)
+    train_bpe(_train_texts(spec), vocab_size, save_path=path)
     log(f"  done in {time.perf_counter() - t0:.1f}s -> {path}")
     return load_tokenizer(str(path))  # reload: the saved file is what later runs use
 
