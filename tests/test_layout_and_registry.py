@@ -92,7 +92,10 @@ def test_registry_gated_flags_and_kwargs():
     assert polycom.get_activation("PolyNorm").order == 3  # names are case-insensitive
 
 
-def test_register_custom_activation():
+def test_register_custom_activation(monkeypatch):
+    from polycom import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # keep the global registry clean
     info = polycom.register_activation("test_square", lambda: torch.nn.Identity(), description="x", overwrite=True)
     assert "test_square" in polycom.list_activations() and not info.gated
     with pytest.raises(ValueError, match="already registered"):

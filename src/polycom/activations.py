@@ -73,17 +73,19 @@ class PolyCom(_Coefficients):
         self.kind = kind
         self.eps = float(eps)
         self.implementation = implementation
+        self.prelu_weight = None
         if base == "prelu":
-            self.prelu_weight = nn.Parameter(torch.full((1,), 0.25, device=device, dtype=dtype))
-        else:
-            self.prelu_weight = None
+            self.prelu_weight = nn.Parameter(torch.empty(1, device=device, dtype=dtype))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if getattr(self, "prelu_weight", None) is not None:  # absent while _Coefficients.__init__ runs
+            with torch.no_grad():
+                self.prelu_weight.fill_(0.25)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.base == "relu" and self.kind == "I":
-            return PF.poly_relu(x, self.weight, self.bias, self.implementation)
-        if self.base == "rmsnorm" and self.kind == "II":
-            return PF.poly_norm(x, self.weight, self.bias, self.eps, self.implementation)
-        return PF.poly_com(x, self.weight, self.bias, self.base, self.kind, self.eps, self.prelu_weight)
+        return PF.poly_com(x, self.weight, self.bias, self.base, self.kind, self.eps, self.prelu_weight, self.implementation)
 
     def extra_repr(self) -> str:
         s = f"base={self.base}, kind={self.kind}, order={self.order}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import reference as ref
+from .ops import dispatch
 from .validation import check_coefficients, check_eps, check_float_tensor, check_same_shape
 
 __all__ = [
@@ -25,20 +26,13 @@ __all__ = [
 ]
 
 
-def _ops():
-    # Imported lazily: polycom.ops imports this module's validators.
-    from .ops import dispatch
-
-    return dispatch
-
-
 def poly_relu(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, implementation: str = "auto"
 ) -> torch.Tensor:
     """PolyReLU: ``bias + sum_i weight[r-i] * relu(x)^i`` (see ``reference.poly_relu_reference``)."""
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
-    return _ops().poly_relu(x, weight, bias, implementation)
+    return dispatch.poly_relu(x, weight, bias, implementation)
 
 
 def poly_norm(
@@ -52,7 +46,7 @@ def poly_norm(
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
     check_eps(eps)
-    return _ops().poly_norm(x, weight, bias, eps, implementation)
+    return dispatch.poly_norm(x, weight, bias, eps, implementation)
 
 
 def gated_poly_norm(
@@ -69,7 +63,7 @@ def gated_poly_norm(
     check_same_shape(gate, up, "gate", "up")
     check_coefficients(weight, bias, gate)
     check_eps(eps)
-    return _ops().gated_poly_norm(gate, up, weight, bias, eps, implementation)
+    return dispatch.gated_poly_norm(gate, up, weight, bias, eps, implementation)
 
 
 def poly_com(
@@ -80,11 +74,13 @@ def poly_com(
     kind: str = "I",
     eps: float = 1e-6,
     prelu_weight: torch.Tensor | None = None,
+    implementation: str = "auto",
 ) -> torch.Tensor:
     """General PolyCom (Type I: powers of rho(x); Type II: rho of powers of x).
 
     (relu, "I") is PolyReLU and (rmsnorm, "II") is PolyNorm; those two use
-    their dedicated (fast, overflow-safe) paths.
+    their dedicated (fast, overflow-safe) paths, selected by ``implementation``;
+    the other combinations run the reference math.
     """
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
@@ -94,9 +90,9 @@ def poly_com(
     if kind not in ("I", "II"):
         raise ValueError(f"kind must be 'I' (rho then powers) or 'II' (powers then rho), got {kind!r}")
     if base == "relu" and kind == "I":
-        return poly_relu(x, weight, bias)
+        return dispatch.poly_relu(x, weight, bias, implementation)
     if base == "rmsnorm" and kind == "II":
-        return poly_norm(x, weight, bias, eps)
+        return dispatch.poly_norm(x, weight, bias, eps, implementation)
     return ref.poly_com_reference(x, weight, bias, base, kind, eps, prelu_weight)
 
 

@@ -26,7 +26,6 @@ __all__ = [
     "compute_dtype",
     "rms_normalize",
     "normalized_powers",
-    "powers_inv_rms",
     "poly_relu_reference",
     "poly_norm_reference",
     "poly_com_reference",
@@ -75,20 +74,6 @@ def normalized_powers(x: torch.Tensor, order: int, eps: float) -> list[torch.Ten
         eps_scaled = eps * s.pow(-2 * i)
         out.append(u_pow * torch.rsqrt(u_pow.square().mean(-1, keepdim=True) + eps_scaled))
     return out
-
-
-def powers_inv_rms(x: torch.Tensor, order: int, eps: float) -> torch.Tensor:
-    """Per-row statistics that fast paths save for backward: inv[..., i-1] = 1 / sqrt(mean(x^(2i)) + eps).
-
-    Shape (..., r). Computed with the row scale of ``normalized_powers`` so the
-    mean of x^(2i) never overflows; the value itself, ~|x|^(-i), is a normal
-    float32 while max|x| < ~1e12 (r = 3), which bounds the range of the fast
-    paths (float16 tops out at 65504).
-    """
-    s = _row_scale(x)
-    u = x / s
-    cols = [s.pow(-i) * torch.rsqrt(u.pow(2 * i).mean(-1, keepdim=True) + eps * s.pow(-2 * i)) for i in range(1, order + 1)]
-    return torch.cat(cols, dim=-1)
 
 
 def poly_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

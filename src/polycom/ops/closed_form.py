@@ -40,7 +40,10 @@ __all__ = [
 
 def _inv_rms(xf: torch.Tensor, order: int, eps: float) -> torch.Tensor:
     """(M, r) float32: 1/sqrt(mean(x^(2i)) + eps), with a row scale s = max(1, max|x|)
-    so that the mean of x^(2i) is taken of values <= 1 and cannot overflow."""
+    so that the mean of x^(2i) is taken of values <= 1 and cannot overflow.
+
+    The value itself, ~|x|^(-i), stays a normal float32 while max|x| < ~1e12
+    (r = 3): that bounds the range of the fast paths, which save it for backward."""
     s = xf.abs().amax(-1, keepdim=True).clamp(min=1.0)  # (M, 1)
     u2 = (xf / s).square()
     cols, u2i, s_inv_i = [], torch.ones_like(u2), torch.ones_like(s)

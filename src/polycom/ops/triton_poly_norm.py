@@ -5,7 +5,7 @@ evaluates it. Per row of length N, with a_i = weight[r - i], b = bias:
 
     inv_i = 1 / sqrt(mean(x^(2i)) + eps),   n_i = x^i * inv_i,   y = b + sum_i a_i n_i
 
-Forward, overflow-safe, as ``reference.powers_inv_rms``: with s = max(1, max|x|)
+Forward, overflow-safe, as ``reference.normalized_powers``: with s = max(1, max|x|)
 and u = x / s, every u^(2i) lies in [0, 1] and
 
     t_i = rsqrt(mean(u^(2i)) + eps * s^(-2i)),   inv_i = t_i * s^(-i),   n_i = u^i * t_i,
