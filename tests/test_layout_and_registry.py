@@ -130,3 +130,12 @@ def test_extra_repr():
 def test_bad_input_names_the_argument(make, exc, pattern):
     with pytest.raises(exc, match=pattern):
         make()
+
+
+def test_reset_parameters_restores_every_coefficient():
+    m = polycom.PolyCom(base="prelu", order=2)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(7.0)
+    m.reset_parameters()
+    assert m.weight.tolist() == [0.5, 0.5] and m.bias.item() == 0.0 and m.prelu_weight.item() == 0.25
