@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Report, machine_description, markdown_table, saved_bytes, time_round_robin  # noqa: E402
+from peers import liger_poly_norm_ops  # noqa: E402
 
 from polycom import functional as PF  # noqa: E402
 from polycom.ops import available_implementations  # noqa: E402
@@ -50,18 +51,16 @@ def official_poly_relu(x, weight, bias):
 
 
 def _liger_poly_norm(device: torch.device):
-    """Liger-Kernel's PolyNorm module if the package is installed and can run here (CUDA), else None.
+    """Liger-Kernel's PolyNorm as a function of (x, weight, bias (1,)), or None where it cannot run.
 
     ``in_place=False``: the benchmark reuses one upstream gradient, which Liger's
-    default in-place backward would overwrite.
+    default in-place backward would overwrite (its non-in-place backward zero-fills
+    a fresh grad_x, one extra write). Liger takes a 0-dim bias: a view of ours.
     """
-    if device.type != "cuda":
+    ops = liger_poly_norm_ops(device)
+    if ops is None:
         return None
-    try:
-        from liger_kernel.transformers import LigerPolyNorm
-    except ImportError:
-        return None
-    return LigerPolyNorm(eps=1e-6, in_place=False).to(device)
+    return lambda x, weight, bias: ops.LigerPolyNormFunction.apply(x, weight, bias.view(()), 1e-6, False)
 
 
 def _variants(op: str, x: torch.Tensor, up: torch.Tensor, weight, bias, impls: list[str]):
@@ -74,7 +73,7 @@ def _variants(op: str, x: torch.Tensor, up: torch.Tensor, weight, bias, impls: l
         fwd["official (no checkpoint)"] = lambda: official_poly_norm(x, weight, bias)
         liger = _liger_poly_norm(x.device)
         if liger is not None:
-            fwd["Liger-Kernel LigerPolyNorm"] = lambda: liger(x)
+            fwd["Liger-Kernel LigerPolyNorm"] = lambda: liger(x, weight, bias)
         fwd["GELU (native)"] = lambda: F.gelu(x)
     elif op == "polyrelu":
         for impl in impls:

@@ -5,26 +5,24 @@ public API: CUDA-event timing of many back-to-back calls, so launches overlap
 as they do inside a model.
 """
 
+import os
 import sys
 
 import torch
 
-from polycom import functional as PF
-from polycom.ops import triton_poly_norm as tpn
-from polycom.ops import triton_poly_relu as tpr
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import cuda_ms_per_call  # noqa: E402
+
+from polycom import functional as PF  # noqa: E402
+from polycom.ops import triton_poly_norm as tpn  # noqa: E402
+from polycom.ops import triton_poly_relu as tpr  # noqa: E402
 
 
 def per_call_ms(fn, iters=50):
     for _ in range(3):
         fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+    return cuda_ms_per_call(fn, iters)
 
 
 def main():

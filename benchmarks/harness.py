@@ -38,6 +38,18 @@ def time_round_robin(fns: dict[str, Callable[[], object]], device: torch.device,
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def cuda_ms_per_call(fn: Callable[[], object], iters: int = 20) -> float:
+    """Milliseconds per call of ``fn`` by CUDA events around ``iters`` back-to-back calls, so
+    launches overlap as inside a model and the host's Python cost hides behind the kernels."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def saved_bytes(run: Callable[[], object]) -> int:
     """Bytes of distinct storages autograd saves for backward while ``run()`` executes."""
     saved = []

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_utils import check_launch, horner, load_coefficients, row_launch_config, tl, triton
+from .triton_utils import check_launch, grid_programs, horner, load_coefficients, row_launch_config, tl, triton
 
 __all__ = [
     "poly_norm_forward_triton",
@@ -135,13 +135,12 @@ def _chunked_abs_max(x_row, N, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(
-    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
+def _fwd_row(
+    row, x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
     VEC: tl.constexpr,
 ):
     # Statistics S_i = sum (x * rs)^(2i) with rs = 1 / s, s = max(1, max|x|) as in the reference.
-    row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * N
     offs = tl.arange(0, BLOCK_N)
     if SINGLE:
@@ -215,12 +214,11 @@ def _grad_terms(g, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER: tl.constexpr,
 
 
 @triton.jit
-def _bwd_kernel(
-    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
+def _bwd_row(
+    row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
     base = row * N
     offs = tl.arange(0, BLOCK_N)
     inv_row = inv_ptr + row * ORDER
@@ -341,13 +339,47 @@ def _bwd_kernel(
                 tl.store(gup_ptr + base + start + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
 
 
+# Each program takes rows pid, pid + P, pid + 2P, ... of the M rows (P programs). With one
+# program per row (P = M) this is the classic row kernel; for long rows the launcher caps P
+# near the SM count, so that only P rows are in flight: a chunked row is read twice (stats,
+# then output), and the second read hits L2 only while P * (row bytes) fits in it.
+@triton.jit
+def _fwd_kernel(
+    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, M, N, eps,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
+    while row < M:
+        _fwd_row(
+            row, x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
+            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
+        )
+        row += tl.num_programs(0)
+
+
+@triton.jit
+def _bwd_kernel(
+    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, M, N,
+    ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
+    while row < M:
+        _bwd_row(
+            row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
+            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
+        )
+        row += tl.num_programs(0)
+
+
 def _rows(x, name):
     if x.dim() != 2:
         raise RuntimeError(f"{name} expects a 2-D (rows, features) tensor, got shape {tuple(x.shape)}")
     return x.shape
 
 
-def _forward(x, up, weight, bias, eps, block_size, name):
+def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None):
     check_launch(name, x, weight, bias, *([] if up is None else [up]))
     m, n = _rows(x, name)
     order = weight.numel()
@@ -355,17 +387,18 @@ def _forward(x, up, weight, bias, eps, block_size, name):
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
         return y, inv_rms.fill_(float("nan") if n == 0 else 0.0)
-    cfg = row_launch_config(n, x.element_size(), block_size)
-    _fwd_kernel[(m,)](
-        x, x if up is None else up, y, inv_rms, weight, bias, n, float(eps),
+    if cfg is None:
+        cfg = row_launch_config(n, x.element_size(), "fwd" if up is None else "gated_fwd", block_size)
+    _fwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
+        x, x if up is None else up, y, inv_rms, weight, bias, m, n, float(eps),
         ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
         VEC=min(cfg.block, 16 // x.element_size()),
-        num_warps=cfg.fwd_warps,
+        num_warps=cfg.warps,
     )
     return y, inv_rms
 
 
-def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
+def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None):
     check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]))
     m, n = _rows(x, name)
     order = weight.numel()
@@ -375,39 +408,47 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, name):
     if n == 0:
         partials.zero_()
     elif m > 0:
-        cfg = row_launch_config(n, x.element_size(), block_size)
-        _bwd_kernel[(m,)](
+        if cfg is None:
+            cfg = row_launch_config(n, x.element_size(), "bwd" if up is None else "gated_bwd", block_size)
+        _bwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
             grad_y.contiguous(), x, x if up is None else up, inv_rms.contiguous(), weight, weight if bias is None else bias,
-            grad_x, grad_x if up is None else grad_up, partials, n,
+            grad_x, grad_x if up is None else grad_up, partials, m, n,
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
             VEC=min(cfg.block, 16 // x.element_size()),
-            num_warps=cfg.bwd_warps,
+            num_warps=cfg.warps,
         )
     sums = partials.sum(dim=0)  # deterministic: fixed-order reduction over rows
     return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]
 
 
-def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None):
+def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None, max_programs=None):
     """PolyNorm forward on (M, N) ``x``: returns (y in x's dtype, inv_rms (M, r) fp32).
 
     ``block_size`` (a power of two) forces the block; rows longer than it take the chunked path.
+    ``max_programs`` caps the grid (each program then loops over rows); by default the
+    launcher decides (see ``triton_utils.grid_programs``).
     """
-    return _forward(x, None, weight, bias, eps, block_size, "poly_norm_forward_triton")
+    return _forward(x, None, weight, bias, eps, block_size, max_programs, "poly_norm_forward_triton")
 
 
-def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None):
+def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None, max_programs=None):
     """PolyNorm backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32)."""
     grad_x, _, grad_w, grad_b = _backward(
-        grad_y, x, None, weight, None, inv_rms, block_size, "poly_norm_backward_triton"
+        grad_y, x, None, weight, None, inv_rms, block_size, max_programs, "poly_norm_backward_triton"
     )
     return grad_x, grad_w, grad_b
 
 
-def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None):
+def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None, max_programs=None):
     """Gated PolyNorm forward, PolyNorm(gate) * up: returns (y in gate's dtype, inv_rms of gate (M, r) fp32)."""
-    return _forward(gate, up.contiguous(), weight, bias, eps, block_size, "gated_poly_norm_forward_triton")
+    return _forward(
+        gate, up.contiguous(), weight, bias, eps, block_size, max_programs, "gated_poly_norm_forward_triton"
+    )
 
 
-def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None):
+def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None, max_programs=None):
     """Gated PolyNorm backward: returns (grad_gate, grad_up, grad_weight fp32, grad_bias (1,) fp32)."""
-    return _backward(grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, "gated_poly_norm_backward_triton")
+    return _backward(
+        grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
+        "gated_poly_norm_backward_triton",
+    )

@@ -35,7 +35,10 @@ __all__ = [
     "interpreting",
     "check_launch",
     "row_launch_config",
+    "grid_programs",
     "RowConfig",
+    "ROW_KERNELS",
+    "TUNED",
     "horner",
     "load_coefficients",
 ]
@@ -72,39 +75,79 @@ MAX_SINGLE_BLOCK = 16384  # longest row kept whole in registers (fp32 and 16-bit
 MAX_CHUNK_BYTES = 65536  # input bytes of a longer row per loop iteration, at most
 CHUNK_WARPS = 16
 CHUNK_STAGES = None  # software-pipelining depth of the chunk loops (None: Triton's default)
+# Programs per SM for chunked rows (None: one program per row). A chunked row is read twice, and
+# the second read comes from L2 only while (rows in flight) x (row bytes) fits in it; capping the
+# grid caps the rows in flight (each program loops over rows).
+CHUNK_PROGRAMS_PER_SM: int | None = None
+
+
+ROW_KERNELS = ("fwd", "bwd", "gated_fwd", "gated_bwd")
 
 
 @dataclass(frozen=True)
 class RowConfig:
     block: int  # BLOCK_N, a power of two
     single: bool  # the whole row fits in one block: one read of the input
-    fwd_warps: int
-    bwd_warps: int
-    stages: int | None
+    warps: int
+    stages: int | None = None  # pipelining depth of the chunk loops (None: Triton's default)
+    programs_per_sm: int | None = None  # cap the grid at this many programs per SM; None: one per row
 
 
-@functools.lru_cache(maxsize=256)  # called on every launch: keep the host overhead low
-def row_launch_config(n: int, elem_bytes: int, block_size: int | None = None) -> RowConfig:
-    """Block and warps for a row-wise kernel on rows of ``n`` elements.
+# Measured exceptions to the default rule below: (kernel, bytes per element, row length) ->
+# config, for row lengths up to the key's (the next power of two at or above the row length).
+# Filled from benchmarks/tune_row_kernels.py on an H100 (docs/benchmarks.md).
+TUNED: dict[tuple[str, int, int], RowConfig] = {}
+
+
+@functools.lru_cache(maxsize=512)  # called on every launch: keep the host overhead low
+def row_launch_config(n: int, elem_bytes: int, kernel: str = "fwd", block_size: int | None = None) -> RowConfig:
+    """Block and warps for row-wise ``kernel`` (one of ROW_KERNELS) on rows of ``n`` elements.
 
     Rows of up to MAX_SINGLE_BLOCK elements stay in registers (one read of x). Longer rows
-    are processed in chunks (half the row, at most MAX_CHUNK_BYTES): a statistics pass, then an output pass that re-reads
-    the row, mostly from L2. ``block_size`` (a power of two) forces the block, so tests can
-    run the chunked path on short rows. Warps grow with the block so that each thread holds
-    about 16-64 elements; the backward keeps more values live per element, so it uses more.
+    are processed in chunks (half the row, at most MAX_CHUNK_BYTES): a statistics pass, then an
+    output pass that re-reads the row, mostly from L2. ``block_size`` (a power of two) forces
+    the block, so tests can run the chunked path on short rows. Warps grow with the block so
+    that each thread holds about 16-64 elements; the backward keeps more values live per
+    element, so it uses more. TUNED overrides this rule where an H100 measured better.
     """
-    if block_size is not None:
-        block = block_size
-    elif n <= MAX_SINGLE_BLOCK:
-        block = max(16, triton.next_power_of_2(n))
+    if kernel not in ROW_KERNELS:
+        raise ValueError(f"kernel must be one of {ROW_KERNELS}, got {kernel!r}")
+    if block_size is None:
+        tuned = TUNED.get((kernel, elem_bytes, max(16, triton.next_power_of_2(n))))
+        if tuned is not None:
+            return tuned
+        if n <= MAX_SINGLE_BLOCK:
+            block = max(16, triton.next_power_of_2(n))
+        else:
+            # Two chunks per row where possible: more chunks per row measured slower on H100.
+            block = min(triton.next_power_of_2(n) // 2, MAX_CHUNK_BYTES // elem_bytes)
     else:
-        # Two chunks per row where possible: more chunks per row measured slower on H100.
-        block = min(triton.next_power_of_2(n) // 2, MAX_CHUNK_BYTES // elem_bytes)
+        block = block_size
     if n > block:
-        return RowConfig(block, False, CHUNK_WARPS, CHUNK_WARPS, CHUNK_STAGES)
-    fwd_warps = max(2, min(16, block // 1024))
-    bwd_warps = max(2, min(16, block // 512))
-    return RowConfig(block, True, fwd_warps, bwd_warps, None)
+        return RowConfig(block, False, CHUNK_WARPS, CHUNK_STAGES, CHUNK_PROGRAMS_PER_SM)
+    per_warp = 512 if kernel.endswith("bwd") else 1024
+    return RowConfig(block, True, max(2, min(16, block // per_warp)))
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def grid_programs(rows: int, cfg: RowConfig, device: torch.device, max_programs: int | None = None) -> int:
+    """Programs to launch for a row-wise kernel over ``rows`` rows (each program loops over rows).
+
+    ``max_programs`` forces a cap (tests use it to run the looping path in the interpreter);
+    otherwise ``cfg.programs_per_sm`` times the SM count caps it on CUDA, and every row gets its
+    own program elsewhere.
+    """
+    if max_programs is not None:
+        if max_programs < 1:
+            raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+        return max(1, min(rows, max_programs))
+    if cfg.programs_per_sm is not None and device.type == "cuda":
+        return max(1, min(rows, cfg.programs_per_sm * _sm_count(device)))
+    return max(1, rows)
 
 
 @triton.jit
