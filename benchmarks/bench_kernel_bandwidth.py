@@ -152,7 +152,7 @@ def main(argv=None):
     if args.programs_per_sm is None:
         settings = [triton_utils.CHUNK_PROGRAMS_PER_SM]
     else:
-        settings = [None if v.strip() == "none" else int(v) for v in args.programs_per_sm.split(",")]
+        settings = [None if v.strip() == "none" else float(v) for v in args.programs_per_sm.split(",")]
     liger = liger_poly_norm_ops(torch.device("cuda"))
     report = Report(args.output)
     peers = f"; Liger-Kernel {liger_version()}" if liger is not None else ""

@@ -47,7 +47,7 @@ def candidates(n: int, elem_bytes: int) -> list[RowConfig]:
             continue
         for w in (4, 8, 16):
             if 2 <= block // (32 * w) <= 128:
-                out += [RowConfig(block, False, w, None, cap) for cap in (None, 1, 2)]
+                out += [RowConfig(block, False, w, None, cap) for cap in (None, 0.5, 1, 2)]
     return out
 
 

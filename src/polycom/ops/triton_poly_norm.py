@@ -192,8 +192,11 @@ def _fwd_row(
             y = y * tl.load(up_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(y_row + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        # Output pass: re-reads the row (mostly from L2).
-        for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+        # Output pass: re-reads the row, newest chunks first: the statistics pass has just read
+        # them, so they are the likeliest still in L2.
+        last = ((N - 1) // BLOCK_N) * BLOCK_N
+        for back in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+            start = last - back
             mask = start + offs < N
             xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             y = horner(xc * rs, b, c1, c2, c3, c4, ORDER)
@@ -322,7 +325,10 @@ def _bwd_row(
         if GATED:
             tl.store(gup_ptr + base + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
     else:
-        for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+        # Newest chunks first: the stats pass just read them, so they are the likeliest still in L2.
+        last = ((N - 1) // BLOCK_N) * BLOCK_N
+        for back in tl.range(0, N, BLOCK_N, num_stages=STAGES):
+            start = last - back
             mask = start + offs < N
             g0 = tl.load(gy_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
             x = tl.load(x_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")

@@ -78,7 +78,7 @@ CHUNK_STAGES = None  # software-pipelining depth of the chunk loops (None: Trito
 # Programs per SM for chunked rows (None: one program per row). A chunked row is read twice, and
 # the second read comes from L2 only while (rows in flight) x (row bytes) fits in it; capping the
 # grid caps the rows in flight (each program loops over rows).
-CHUNK_PROGRAMS_PER_SM: int | None = None
+CHUNK_PROGRAMS_PER_SM: float | None = None
 
 
 ROW_KERNELS = ("fwd", "bwd", "gated_fwd", "gated_bwd")
@@ -90,7 +90,7 @@ class RowConfig:
     single: bool  # the whole row fits in one block: one read of the input
     warps: int
     stages: int | None = None  # pipelining depth of the chunk loops (None: Triton's default)
-    programs_per_sm: int | None = None  # cap the grid at this many programs per SM; None: one per row
+    programs_per_sm: float | None = None  # cap the grid at this many programs per SM; None: one per row
 
 
 # Measured exceptions to the default rule below: (kernel, bytes per element, row length) ->
@@ -146,7 +146,7 @@ def grid_programs(rows: int, cfg: RowConfig, device: torch.device, max_programs:
             raise ValueError(f"max_programs must be >= 1, got {max_programs}")
         return max(1, min(rows, max_programs))
     if cfg.programs_per_sm is not None and device.type == "cuda":
-        return max(1, min(rows, cfg.programs_per_sm * _sm_count(device)))
+        return max(1, min(rows, round(cfg.programs_per_sm * _sm_count(device))))
     return max(1, rows)
 
 
