@@ -11,11 +11,10 @@ bandwidth is the bytes it must move divided by its time:
 
 The issue's targets are forward >= 85% and backward >= 70% of the copy's bandwidth at
 every width. Liger-Kernel's PolyNorm kernels (order 3) get their own rows where the
-package is installed. ``--programs-per-sm`` sweeps the grid cap for long (chunked) rows
-(``triton_utils.CHUNK_PROGRAMS_PER_SM``; ``none`` = one program per row).
+package is installed. Launch configurations are the library's (``triton_utils.row_launch_config``);
+``tune_row_kernels.py`` searches them.
 
     python benchmarks/bench_kernel_bandwidth.py --dtypes float32,bfloat16 --features 1024,4096,16384,65536
-    python benchmarks/bench_kernel_bandwidth.py --features 32768,65536 --programs-per-sm none,1,2,4
 """
 
 from __future__ import annotations
@@ -33,16 +32,8 @@ from harness import Report, cuda_ms_per_call, machine_description, markdown_tabl
 from peers import liger_poly_norm_ops, liger_version  # noqa: E402
 
 from polycom.ops import triton_poly_norm as tpn  # noqa: E402
-from polycom.ops import triton_utils  # noqa: E402
 
 EPS = 1e-6
-
-
-def _set_programs_per_sm(value: int | None) -> None:
-    if triton_utils.CHUNK_PROGRAMS_PER_SM == value:
-        return
-    triton_utils.CHUNK_PROGRAMS_PER_SM = value
-    triton_utils.row_launch_config.cache_clear()
 
 
 # Tensors each kernel must move (each the size of x): see the module docstring.
@@ -69,7 +60,7 @@ def _liger_kernels(liger, x, g, weight, bias):
     """Liger's forward and its default (in-place) backward, on a scratch gradient it may overwrite."""
     y_ref, _ = tpn.poly_norm_forward_triton(x, weight, bias, EPS)
     y, x2d, rstd, block, warps = liger.poly_norm_forward(x, weight, bias.view(()), EPS)
-    agreement = (y.float() - y_ref.float()).abs().max().item()
+    agreement = ((y.float() - y_ref.float()).abs().max().item(), y_ref.float().abs().max().item())
     scratch = g.clone()
     return agreement, {
         "Liger fwd": (2, lambda: liger.poly_norm_forward(x, weight, bias.view(()), EPS)),
@@ -77,7 +68,7 @@ def _liger_kernels(liger, x, g, weight, bias):
     }
 
 
-def bench_shape(feats, elements, dtype, order, settings, rounds, liger):
+def bench_shape(feats, elements, dtype, order, rounds, liger):
     rows = max(1, elements // feats)
     dev = torch.device("cuda")
     x = torch.randn(rows, feats, device=dev, dtype=dtype)
@@ -86,15 +77,14 @@ def bench_shape(feats, elements, dtype, order, settings, rounds, liger):
     bias = torch.zeros(1, device=dev)
     tensor_gb = x.numel() * x.element_size() / 1e9
 
-    # (case label, setting label) -> (tensors moved, call); settings only change the long-row grid.
-    calls = {("copy", ""): (2, lambda: x.clone())}
-    for setting in settings:
-        for name, fn in row_kernel_calls(x, up, g, weight, bias).items():
-            calls[(LABELS[name], _label(setting))] = (TENSORS_MOVED[name], _with_setting(setting, fn))
+    # label -> (tensors moved, call)
+    calls = {"copy": (2, lambda: x.clone())}
+    for name, fn in row_kernel_calls(x, up, g, weight, bias).items():
+        calls[LABELS[name]] = (TENSORS_MOVED[name], fn)
     agreement = None
     if liger is not None and order == 3:
         agreement, peer = _liger_kernels(liger, x, g, weight, bias)
-        calls.update({(name, ""): case for name, case in peer.items()})
+        calls.update(peer)
 
     samples = {key: [] for key in calls}
     for key, (_, fn) in calls.items():  # warm-up: compiles each kernel and grid once
@@ -105,32 +95,18 @@ def bench_shape(feats, elements, dtype, order, settings, rounds, liger):
         for key, (_, fn) in calls.items():
             samples[key].append(cuda_ms_per_call(fn))
     ms = {key: statistics.median(s) for key, s in samples.items()}
-    copy_gbs = 2 * tensor_gb / ms[("copy", "")] * 1e3
+    copy_gbs = 2 * tensor_gb / ms["copy"] * 1e3
     result = {key: (ms[key], calls[key][0] * tensor_gb / ms[key] * 1e3) for key in calls}
-    _set_programs_per_sm(settings[0])
     return rows, copy_gbs, result, agreement
 
 
-def _with_setting(setting, fn):
-    def run():
-        _set_programs_per_sm(setting)
-        return fn()
-
-    return run
-
-
-def _label(setting):
-    return "one per row" if setting is None else f"{setting}/SM"
-
-
 def format_shape(feats, rows, dtype, copy_gbs, result, agreement):
-    header = ["kernel", "grid (long rows)", "ms", "GB/s", "% of copy"]
-    lines = [
-        [name, setting, f"{t:.3f}", f"{gbs:.0f}", f"{100 * gbs / copy_gbs:.0f}%"]
-        for (name, setting), (t, gbs) in result.items()
-    ]
+    header = ["kernel", "ms", "GB/s", "% of copy"]
+    lines = [[name, f"{t:.3f}", f"{gbs:.0f}", f"{100 * gbs / copy_gbs:.0f}%"] for name, (t, gbs) in result.items()]
     title = f"**{rows} x {feats}, {str(dtype).replace('torch.', '')}** (copy: {copy_gbs:.0f} GB/s)"
-    note = "" if agreement is None else f"\n\nLiger's forward vs polycom's: max |difference| {agreement:.2e}."
+    note = "" if agreement is None else (
+        f"\n\nLiger's forward vs polycom's: max |difference| {agreement[0]:.2e}, largest |y| {agreement[1]:.1f}."
+    )
     return title + "\n\n" + markdown_table(header, lines) + note
 
 
@@ -140,19 +116,12 @@ def main(argv=None):
     p.add_argument("--features", default="1024,4096,16384,65536")
     p.add_argument("--elements", type=int, default=64 * 1024 * 1024, help="rows = elements // features")
     p.add_argument("--order", type=int, default=3)
-    p.add_argument("--programs-per-sm", default=None,
-                   help="comma-separated grid caps for chunked rows to compare ('none' = one program per row); "
-                        "default: the library's setting")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--output", help="also write the tables as a markdown fragment to this file")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernel_bandwidth.py measures CUDA kernels: no CUDA device here")
 
-    if args.programs_per_sm is None:
-        settings = [triton_utils.CHUNK_PROGRAMS_PER_SM]
-    else:
-        settings = [None if v.strip() == "none" else float(v) for v in args.programs_per_sm.split(",")]
     liger = liger_poly_norm_ops(torch.device("cuda"))
     report = Report(args.output)
     peers = f"; Liger-Kernel {liger_version()}" if liger is not None else ""
@@ -163,7 +132,7 @@ def main(argv=None):
     for dtype in (getattr(torch, d) for d in args.dtypes.split(",")):
         for feats in (int(f) for f in args.features.split(",")):
             rows, copy_gbs, result, agreement = bench_shape(
-                feats, args.elements, dtype, args.order, settings, args.rounds, liger
+                feats, args.elements, dtype, args.order, args.rounds, liger
             )
             report.add(format_shape(feats, rows, dtype, copy_gbs, result, agreement))
     report.write()

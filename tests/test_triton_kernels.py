@@ -29,7 +29,14 @@ from polycom.ops.triton_poly_norm import (  # noqa: E402
     poly_norm_forward_triton,
 )
 from polycom.ops.triton_poly_relu import poly_relu_backward_triton, poly_relu_forward_triton  # noqa: E402
-from polycom.ops.triton_utils import interpreting, triton_available  # noqa: E402
+from polycom.ops import triton_poly_norm as tpn  # noqa: E402
+from polycom.ops.triton_utils import (  # noqa: E402
+    MAX_SINGLE_BLOCK,
+    TUNED,
+    interpreting,
+    row_launch_config,
+    triton_available,
+)
 
 if not triton_available():
     pytest.skip("Triton cannot run here (no CUDA device and TRITON_INTERPRET != 1)", allow_module_level=True)
@@ -191,6 +198,33 @@ def test_capped_grid_rejects_zero_programs():
     weight, bias = coefficients(2)
     with pytest.raises(ValueError, match="max_programs"):
         poly_norm_forward_triton(x, weight, bias, EPS, max_programs=0)
+
+
+@pytest.mark.parametrize("key", sorted(TUNED), ids=lambda k: f"{k[0]}-{k[1]}B-{k[2]}")
+def test_tuned_launch_configs(key):
+    """Every measured launch config covers its row lengths and computes what the rule's does."""
+    kernel, elem_bytes, length = key
+    cfg = TUNED[key]
+    n = length // 2 + 1 if length > 16 else length  # the shortest row the entry covers (odd: masks run)
+    assert row_launch_config(n, elem_bytes, kernel) == cfg
+    assert cfg.single == (cfg.block >= length) and (cfg.single or cfg.block < n)
+    dtype = torch.float32 if elem_bytes == 4 else torch.bfloat16
+    gated = kernel.startswith("gated")
+    x, g = randn(2, n, dtype, scale=2.0), randn(2, n, dtype, seed=5)
+    up = randn(2, n, dtype, seed=3) if gated else None
+    weight, bias = coefficients(3)
+    ruled = dict(block_size=MAX_SINGLE_BLOCK if n <= MAX_SINGLE_BLOCK else 4096)  # bypasses TUNED
+    if kernel.endswith("fwd"):
+        run = lambda **kw: tpn._forward(x, up, weight, bias, EPS, None, None, kernel, **kw)  # noqa: E731
+    else:
+        _, inv = tpn._forward(x, up, weight, bias, EPS, None, None, "fwd")
+        run = lambda **kw: tpn._backward(g, x, up, weight, bias, inv, None, None, kernel, **kw)  # noqa: E731
+    tuned_out = run()
+    rule_out = run(cfg=row_launch_config(n, elem_bytes, kernel, **ruled))
+    for a, b in zip(tuned_out, rule_out):
+        if a is not None:
+            # Same math, different summation order: fp32 rounding of sums of n terms.
+            assert_close(a, b, (1e-5, 1e-5) if dtype == torch.float32 else (BF16_ROUNDING, 2**-8), kernel)
 
 
 def test_poly_norm_coefficients_in_input_dtype():

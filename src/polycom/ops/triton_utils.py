@@ -75,10 +75,6 @@ MAX_SINGLE_BLOCK = 16384  # longest row kept whole in registers (fp32 and 16-bit
 MAX_CHUNK_BYTES = 65536  # input bytes of a longer row per loop iteration, at most
 CHUNK_WARPS = 16
 CHUNK_STAGES = None  # software-pipelining depth of the chunk loops (None: Triton's default)
-# Programs per SM for chunked rows (None: one program per row). A chunked row is read twice, and
-# the second read comes from L2 only while (rows in flight) x (row bytes) fits in it; capping the
-# grid caps the rows in flight (each program loops over rows).
-CHUNK_PROGRAMS_PER_SM: float | None = None
 
 
 ROW_KERNELS = ("fwd", "bwd", "gated_fwd", "gated_bwd")
@@ -90,13 +86,40 @@ class RowConfig:
     single: bool  # the whole row fits in one block: one read of the input
     warps: int
     stages: int | None = None  # pipelining depth of the chunk loops (None: Triton's default)
-    programs_per_sm: float | None = None  # cap the grid at this many programs per SM; None: one per row
+    # Cap the grid at this many programs per SM (None: one per row). A chunked row is read twice,
+    # and the second read comes from L2 only while (rows in flight) x (row bytes) fits in it.
+    programs_per_sm: float | None = None
 
 
-# Measured exceptions to the default rule below: (kernel, bytes per element, row length) ->
-# config, for row lengths up to the key's (the next power of two at or above the row length).
-# Filled from benchmarks/tune_row_kernels.py on an H100 (docs/benchmarks.md).
-TUNED: dict[tuple[str, int, int], RowConfig] = {}
+# Measured exceptions to the default rule below: (kernel, bytes per element, row length rounded
+# up to a power of two) -> config. From `benchmarks/tune_row_kernels.py` on an H100 80GB HBM3
+# (2026-11-22, order 3, 64M-element tensors), the entries whose best config moved >= 3% more
+# bytes per second than the rule; docs/benchmarks.md has the tables. E.g. the rule's 16-warp
+# single block for 16384 fp32 gated backward spills registers (59% of copy bandwidth), where
+# 8192-element chunks reach 100%.
+TUNED: dict[tuple[str, int, int], RowConfig] = {
+    ("gated_fwd", 4, 4096): RowConfig(4096, True, 8),
+    ("bwd", 4, 8192): RowConfig(8192, True, 4),
+    ("gated_fwd", 4, 8192): RowConfig(4096, False, 16),
+    ("gated_fwd", 4, 16384): RowConfig(16384, True, 32),
+    ("gated_bwd", 4, 16384): RowConfig(8192, False, 8),
+    ("fwd", 4, 32768): RowConfig(32768, True, 32),
+    ("gated_fwd", 4, 32768): RowConfig(32768, True, 32),
+    ("gated_bwd", 4, 32768): RowConfig(8192, False, 16),
+    ("fwd", 4, 65536): RowConfig(16384, False, 8),
+    ("gated_fwd", 4, 65536): RowConfig(16384, False, 8),
+    ("gated_bwd", 4, 65536): RowConfig(8192, False, 8),
+    ("fwd", 2, 8192): RowConfig(8192, True, 4),
+    ("bwd", 2, 8192): RowConfig(8192, True, 8),
+    ("gated_fwd", 2, 8192): RowConfig(8192, True, 4),
+    ("gated_bwd", 2, 8192): RowConfig(4096, False, 4),
+    ("bwd", 2, 16384): RowConfig(8192, False, 16, programs_per_sm=2),
+    ("gated_fwd", 2, 16384): RowConfig(8192, False, 8),
+    ("gated_bwd", 2, 16384): RowConfig(4096, False, 16),
+    ("bwd", 2, 32768): RowConfig(8192, False, 16),
+    ("gated_bwd", 2, 32768): RowConfig(8192, False, 16),
+    ("gated_bwd", 2, 65536): RowConfig(16384, False, 8, programs_per_sm=2),
+}
 
 
 @functools.lru_cache(maxsize=512)  # called on every launch: keep the host overhead low
@@ -124,7 +147,7 @@ def row_launch_config(n: int, elem_bytes: int, kernel: str = "fwd", block_size: 
     else:
         block = block_size
     if n > block:
-        return RowConfig(block, False, CHUNK_WARPS, CHUNK_STAGES, CHUNK_PROGRAMS_PER_SM)
+        return RowConfig(block, False, CHUNK_WARPS, CHUNK_STAGES)
     per_warp = 512 if kernel.endswith("bwd") else 1024
     return RowConfig(block, True, max(2, min(16, block // per_warp)))
 
