@@ -373,3 +373,28 @@ def test_rejects_cpu_tensors_outside_the_interpreter():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_compiled_graphs_hold_the_custom_op_and_eager_calls_match():
+    """Eager calls launch the kernels directly; torch.compile traces the polycom:: custom op
+    (one opaque node, no graph break). Both give the same numbers."""
+    from polycom import functional as PF
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    x = randn(6, 40, torch.float32).requires_grad_()
+    weight, bias = coefficients(3)
+    weight.requires_grad_()
+
+    def fn(x, w, b):
+        return PF.poly_norm(x, w, b, implementation="triton")
+
+    eager = fn(x, weight, bias)
+    compiled = torch.compile(fn, backend=backend, fullgraph=True)(x, weight, bias)
+    code = "".join(m.code for gm in graphs for m in gm.modules() if isinstance(m, torch.fx.GraphModule))
+    assert "torch.ops.polycom.poly_norm_forward" in code and "torch.ops.polycom.poly_norm_backward" in code
+    assert torch.equal(eager, compiled)
