@@ -120,6 +120,34 @@ def test_poly_norm_large_values_fp16(impl):
     assert torch.isfinite(xg.grad).all() and torch.isfinite(w.grad).all()
 
 
+@pytest.mark.parametrize("impl", FAST_PATHS)
+@pytest.mark.parametrize("scale,order", [(1e9, 3), (1e20, 1), (1e20, 3), (1e36, 4)])
+def test_poly_norm_huge_values(impl, scale, order):
+    """Far beyond where x^r overflows fp32: the forward is exact (statistics and outputs are
+    taken of x / max|x|); the backward is exact while max|x|^r < ~1e37 (every saved
+    1/rms(x^i) a normal fp32) and finite beyond it. Checked against float64 autograd."""
+    x = _x((3, 40), torch.float32) * scale
+    x[1] = _x((1, 40), torch.float32)[0] * 1e-3  # an ordinary, eps-dominated row beside them
+    _skip_unavailable(impl, x)
+    w = torch.tensor([0.5, -0.3, 0.8, 0.2][:order], requires_grad=True)
+    b = torch.tensor([0.1], requires_grad=True)
+    g = torch.randn(3, 40, generator=torch.Generator().manual_seed(7))  # not parallel to x
+    xg = x.clone().requires_grad_(True)
+    out = PF.poly_norm(xg, w, b, implementation=impl)
+    out.backward(g)
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    expected = PF.poly_norm(x64, w64, b64, implementation="reference")
+    expected.backward(g.double())
+    # Outputs O(1): fp32 arithmetic on normalised values.
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(xg.grad).all() and torch.isfinite(w.grad).all() and torch.isfinite(b.grad).all()
+    if scale**order < 1e37:
+        # grad_x ~ 1/scale per row: compare each row relative to its own largest entry.
+        row_max = x64.grad.abs().amax(-1, keepdim=True)
+        torch.testing.assert_close(xg.grad.double() / row_max, x64.grad / row_max, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("fn,order", [(PF.poly_norm, 3), (PF.poly_relu, 2), (PF.gated_poly_norm, 3)])
 def test_compiled_path(fn, order):
     """One representative shape per op through Inductor (each new shape costs a compile)."""

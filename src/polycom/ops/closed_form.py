@@ -7,16 +7,29 @@ All tensors are 2-D (rows M, features N) and contiguous; statistics and
 coefficient gradients are float32 (float64 for float64 inputs); outputs and input
 gradients take the input's dtype.
 
-PolyNorm backward. With a_i = weight[r-i], inv_i = 1/sqrt(mean(x^(2i)) + eps)
-per row, n_i = x^i * inv_i (the normalised power, |n_i| <= sqrt(N)), upstream
-gradient g and d_i = sum_row(g * n_i):
+PolyNorm forward, as ``reference.normalized_powers``: with a_i = weight[r-i], the row
+scale s = max(1, max|x|) and u = x / s (|u| <= 1, so no power overflows),
+
+    t_i = rsqrt(mean(u^(2i)) + eps * s^(-2i)),   n_i = u^i * t_i,   y = a_0 + sum_i a_i n_i,
+
+and inv_i = t_i * s^(-i) = 1/sqrt(mean(x^(2i)) + eps) is saved for backward: exact for
+every finite input (inv_i underflows to 0 only when max|x|^i > ~1e38).
+
+PolyNorm backward. With upstream gradient g and d_i = sum_row(g * n_i):
 
     dL/dx_j = sum_i a_i * i * x_j^(i-1) * inv_i * (g_j - (d_i / N) * n_{i,j})
     dL/da_i = sum_rows d_i,        dL/da_0 = sum g
 
-(from d inv_i / d x_j = -inv_i^3 * i * x_j^(2i-1) / N). Written with n_i and d_i
-no term grows like inv_i^3 or x^(2i-1), so nothing under/overflows while the
-forward is finite. Only x and the r values inv_i per row are saved.
+(from d inv_i / d x_j = -inv_i^3 * i * x_j^(2i-1) / N). Evaluated, as in the Triton
+kernel, with the bounded v = x * inv_1 (|v| <= sqrt(N)) and rho_i = inv_i / inv_1^i
+(<= 1, by repeated division so nothing underflows on the way): n_i = rho_i v^i and
+x^(i-1) inv_i = inv_1 rho_i v^(i-1), so
+
+    dL/dx_j = inv_1 * sum_i i a_i rho_i v_j^(i-1) * (g_j - (d_i / N) * n_{i,j}).
+
+No term grows like inv_i^3 or x^(2i-1): the gradient is exact while every inv_i is a
+normal float32 (max|x|^r < ~1e37) and finite beyond (the terms whose inv_i underflowed
+vanish). Only x and the r values inv_i per row are saved.
 
 PolyReLU backward, with p = relu(x):  dL/dx = g * [x > 0] * sum_i i a_i p^(i-1),
 dL/da_i = sum g p^i, dL/da_0 = sum g. Only x is saved.
@@ -38,29 +51,45 @@ __all__ = [
 ]
 
 
-def _inv_rms(xf: torch.Tensor, order: int, eps: float) -> torch.Tensor:
-    """(M, r) float32: 1/sqrt(mean(x^(2i)) + eps), with a row scale s = max(1, max|x|)
-    so that the mean of x^(2i) is taken of values <= 1 and cannot overflow.
+def _scaled_stats(xf: torch.Tensor, order: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(u, t, inv) of the forward: u = x / max(1, max|x|) per row, t and inv (M, r)."""
+    s_inv = 1.0 / xf.abs().amax(-1, keepdim=True).clamp(min=1.0)  # (M, 1)
+    u = xf * s_inv  # a product, not a division, per element: measurably faster on CPU
+    u2 = u.square()
+    t_cols, s_cols = [], []
+    u2i, s_inv_i = u2, s_inv  # u^(2i), s^(-i) for i = 1
+    for i in range(1, order + 1):
+        if i > 1:
+            u2i, s_inv_i = u2i * u2, s_inv_i * s_inv
+        t_cols.append(torch.rsqrt(u2i.mean(-1, keepdim=True) + eps * s_inv_i * s_inv_i))  # (M, 1)
+        s_cols.append(s_inv_i)
+    t = torch.cat(t_cols, dim=-1)  # (M, r)
+    return u, t, t * torch.cat(s_cols, dim=-1)
 
-    The value itself, ~|x|^(-i), stays a normal float32 while max|x| < ~1e12
-    (r = 3): that bounds the range of the fast paths, which save it for backward."""
-    s = xf.abs().amax(-1, keepdim=True).clamp(min=1.0)  # (M, 1)
-    u2 = (xf / s).square()
-    cols, u2i, s_inv_i = [], torch.ones_like(u2), torch.ones_like(s)
-    for _ in range(order):
-        u2i = u2i * u2  # u^(2i)
-        s_inv_i = s_inv_i / s  # s^(-i)
-        cols.append(s_inv_i * torch.rsqrt(u2i.mean(-1, keepdim=True) + eps * s_inv_i * s_inv_i))
-    return torch.cat(cols, dim=-1)
+
+def _scaled_combine(u: torch.Tensor, t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """a_0 + sum_i a_i t_i u^i by Horner's rule in u, with per-row coefficients c_i = a_i t_i."""
+    r = t.shape[-1]
+    c = t * weight.to(t.dtype).flip(0)  # (M, r): column i-1 holds a_i t_i (weight[0] is a_r)
+    y = c[:, r - 1 : r]
+    for i in range(r - 1, 0, -1):
+        y = y * u + c[:, i - 1 : i]
+    return y * u + bias.to(t.dtype)
 
 
-def _normalized_powers(xf: torch.Tensor, inv: torch.Tensor) -> list[torch.Tensor]:
-    """[n_1, ..., n_r] with n_i = x^i * inv_i."""
-    out, power = [], torch.ones_like(xf)
-    for i in range(inv.shape[-1]):
-        power = power * xf
-        out.append(power * inv[:, i : i + 1])
-    return out
+def _saved_powers(xf: torch.Tensor, inv: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(v, [rho_i], [n_i]) from the saved inv: v = x * inv_1, rho_i = inv_i / inv_1^i, n_i = rho_i v^i."""
+    k = inv[:, :1]  # inv_1, (M, 1)
+    v = xf * k
+    rho, normed, v_i = [1.0], [v], v  # rho_1 = 1, n_1 = v
+    for i in range(2, inv.shape[-1] + 1):
+        ratio = inv[:, i - 1 : i]
+        for _ in range(i):
+            ratio = ratio / k
+        v_i = v_i * v
+        rho.append(ratio)
+        normed.append(ratio * v_i)
+    return v, rho, normed
 
 
 def _combine(terms: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -76,27 +105,32 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return t.to(compute_dtype(t.dtype))
 
 
+def poly_norm_forward_parts(x, weight, bias, eps):
+    """(y, inv, t): the forward and its per-row scales t_i (see ``kernel_sets``: compiled with t
+    as an output, Inductor reads t from memory instead of recomputing r rsqrt per element)."""
+    u, t, inv = _scaled_stats(_up(x), weight.shape[0], eps)
+    return _scaled_combine(u, t, weight, bias).to(x.dtype), inv, t
+
+
 def poly_norm_forward_torch(x, weight, bias, eps):
-    xf = _up(x)
-    inv = _inv_rms(xf, weight.shape[0], eps)
-    y = _combine(_normalized_powers(xf, inv), weight, bias)
-    return y.to(x.dtype), inv
+    return poly_norm_forward_parts(x, weight, bias, eps)[:2]
 
 
 def _poly_norm_grads(gf, xf, weight, inv):
     """(grad_x float32, grad_weight, grad_bias) of PolyNorm for float32 g and x."""
     r, n = weight.shape[0], xf.shape[-1]
     w = weight.to(xf.dtype)
-    normed = _normalized_powers(xf, inv)
-    grad_x = torch.zeros_like(xf)
+    v, rho, normed = _saved_powers(xf, inv)
+    grad_x = torch.zeros_like(xf)  # dL/dx / inv_1, accumulated over i
     grad_w = []  # a_1 .. a_r, reversed into the weight layout at the end
-    power_below = torch.ones_like(xf)  # x^(i-1)
+    v_below = torch.ones_like(xf)  # v^(i-1)
     for i in range(1, r + 1):
         d_i = (gf * normed[i - 1]).sum(-1, keepdim=True)  # (M, 1)
         grad_w.append(d_i.sum())
         inner = gf - (d_i / n) * normed[i - 1]
-        grad_x = grad_x + (w[r - i] * i) * power_below * inv[:, i - 1 : i] * inner
-        power_below = power_below * xf
+        grad_x = grad_x + (w[r - i] * i) * rho[i - 1] * v_below * inner
+        v_below = v_below * v
+    grad_x = grad_x * inv[:, :1]
     # Bias gradient as a sum of row sums: Inductor then computes it in the same loop over each
     # row as the d_i, where a sum over the whole tensor costs a separate pass over g (CPU,
     # 4096 x 4096 fp32: 30.5 ms instead of 33.0 ms for the backward).
@@ -108,16 +142,19 @@ def poly_norm_backward_torch(grad_y, x, weight, inv):
     return grad_x.to(x.dtype), grad_w, grad_b
 
 
+def gated_poly_norm_forward_parts(gate, up, weight, bias, eps):
+    """(y, inv, t), as ``poly_norm_forward_parts``."""
+    u, t, inv = _scaled_stats(_up(gate), weight.shape[0], eps)
+    return (_scaled_combine(u, t, weight, bias) * _up(up)).to(gate.dtype), inv, t
+
+
 def gated_poly_norm_forward_torch(gate, up, weight, bias, eps):
-    gf = _up(gate)
-    inv = _inv_rms(gf, weight.shape[0], eps)
-    act = _combine(_normalized_powers(gf, inv), weight, bias)
-    return (act * _up(up)).to(gate.dtype), inv
+    return gated_poly_norm_forward_parts(gate, up, weight, bias, eps)[:2]
 
 
 def gated_poly_norm_backward_torch(grad_y, gate, up, weight, bias, inv):
     gf, uf, gyf = _up(gate), _up(up), _up(grad_y)
-    act = _combine(_normalized_powers(gf, inv), weight, bias)  # recomputed: never saved
+    act = _combine(_saved_powers(gf, inv)[2], weight, bias)  # recomputed: never saved
     grad_gate, grad_w, grad_b = _poly_norm_grads(gyf * uf, gf, weight, inv)
     return grad_gate.to(gate.dtype), (gyf * act).to(up.dtype), grad_w, grad_b
 
