@@ -8,6 +8,7 @@ ratios printed side by side stay meaningful.
 from __future__ import annotations
 
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -22,14 +23,22 @@ def sync(device: torch.device) -> None:
 
 
 def time_round_robin(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, measured interleaved."""
+    """Median seconds per call of each function, measured interleaved.
+
+    Each round runs every function once, in an order shuffled per round (seeded): with a
+    fixed order each variant always follows the same neighbour, whose cache and allocator
+    footprint then biases it the same way every round.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order, shuffler = list(fns), random.Random(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        shuffler.shuffle(order)
+        for name in order:
+            fn = fns[name]
             sync(device)
             start = time.perf_counter()
             fn()
