@@ -28,7 +28,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Report, cuda_ms_per_call, machine_description, markdown_table  # noqa: E402
+from harness import Report, add_sweep_arguments, cuda_ms_per_call, machine_description, markdown_table  # noqa: E402
 from peers import liger_poly_norm_ops, liger_version  # noqa: E402
 
 from polycom.ops import triton_poly_norm as tpn  # noqa: E402
@@ -112,12 +112,8 @@ def format_shape(feats, rows, dtype, copy_gbs, result, agreement):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--features", default="1024,4096,16384,65536")
-    p.add_argument("--elements", type=int, default=64 * 1024 * 1024, help="rows = elements // features")
+    add_sweep_arguments(p, features="1024,4096,16384,65536")
     p.add_argument("--order", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--output", help="also write the tables as a markdown fragment to this file")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernel_bandwidth.py measures CUDA kernels: no CUDA device here")

@@ -59,6 +59,15 @@ def cuda_ms_per_call(fn: Callable[[], object], iters: int = 20) -> float:
     return start.elapsed_time(end) / iters
 
 
+def add_sweep_arguments(parser, features: str) -> None:
+    """The shape options shared by the CUDA kernel benchmarks: dtypes x row lengths at a fixed size."""
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--features", default=features, help="comma-separated row lengths")
+    parser.add_argument("--elements", type=int, default=64 * 1024 * 1024, help="rows = elements // features")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output", help="also write the tables as a markdown fragment to this file")
+
+
 def saved_bytes(run: Callable[[], object]) -> int:
     """Bytes of distinct storages autograd saves for backward while ``run()`` executes."""
     saved = []

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_kernel_bandwidth import TENSORS_MOVED, row_kernel_calls  # noqa: E402
-from harness import Report, cuda_ms_per_call, machine_description, markdown_table  # noqa: E402
+from harness import Report, add_sweep_arguments, cuda_ms_per_call, machine_description, markdown_table  # noqa: E402
 
 from polycom.ops.triton_utils import ROW_KERNELS, RowConfig, row_launch_config  # noqa: E402
 
@@ -115,13 +115,9 @@ def tune_shape(n, elements, dtype, rounds):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--features", default="8192,16384,32768,65536")
-    p.add_argument("--elements", type=int, default=64 * 1024 * 1024, help="rows = elements // features")
-    p.add_argument("--rounds", type=int, default=5)
+    add_sweep_arguments(p, features="8192,16384,32768,65536")
     p.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     p.add_argument("--min-gain", type=float, default=0.03, help="relative bandwidth gain that earns a TUNED entry")
-    p.add_argument("--output", help="also write the tables as a markdown fragment to this file")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("tune_row_kernels.py tunes CUDA kernels: no CUDA device here")
