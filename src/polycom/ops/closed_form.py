@@ -42,6 +42,8 @@ import torch
 from ..reference import compute_dtype
 
 __all__ = [
+    "poly_norm_forward_parts",
+    "gated_poly_norm_forward_parts",
     "poly_norm_forward_torch",
     "poly_norm_backward_torch",
     "gated_poly_norm_forward_torch",
