@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import dataclasses
 import datetime
+import json
 import multiprocessing
 import os
 import statistics
@@ -118,6 +120,7 @@ def main(argv=None):
     add_sweep_arguments(p, features="8192,16384,32768,65536")
     p.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     p.add_argument("--min-gain", type=float, default=0.03, help="relative bandwidth gain that earns a TUNED entry")
+    p.add_argument("--save", help="write the entries as JSON, for POLYCOM_TRITON_TUNED or triton_utils.load_tuned")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("tune_row_kernels.py tunes CUDA kernels: no CUDA device here")
@@ -134,7 +137,7 @@ def main(argv=None):
     report = Report(args.output)
     report.add(f"Machine: {machine_description(torch.device('cuda'))}. Date: {datetime.date.today()}. "
                f"Order {ORDER}; median of {args.rounds} rounds of 10 back-to-back launches.")
-    tuned = []
+    tuned, entries = [], []
     for d in dtypes:
         dtype = getattr(torch, d)
         for n in features:
@@ -144,11 +147,18 @@ def main(argv=None):
                 lines.append([kernel, _describe(current), f"{100 * cur_gbs / copy_gbs:.0f}%",
                               _describe(best), f"{100 * best_gbs / copy_gbs:.0f}%"])
                 if best != current and best_gbs > (1 + args.min_gain) * cur_gbs:
-                    tuned.append(f"    ({kernel!r}, {dtype.itemsize}, {n}): {best!r},")
+                    length = 1 << (n - 1).bit_length()  # TUNED keys: row length rounded up to a power of two
+                    tuned.append(f"    ({kernel!r}, {dtype.itemsize}, {length}): {best!r},")
+                    entries.append({"kernel": kernel, "elem_bytes": dtype.itemsize, "length": length,
+                                    **dataclasses.asdict(best)})
             header = ["kernel", "current", "% of copy", "best", "% of copy"]
             report.add(f"**{rows} x {n}, {d}** (copy {copy_gbs:.0f} GB/s)\n\n" + markdown_table(header, lines))
     report.add("TUNED entries:\n\n```python\n" + "\n".join(tuned) + "\n```")
     report.write()
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(entries, f, indent=1)
+        print(f"wrote {len(entries)} entries to {args.save}: export POLYCOM_TRITON_TUNED={args.save}")
 
 
 if __name__ == "__main__":

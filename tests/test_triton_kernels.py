@@ -398,3 +398,50 @@ def test_compiled_graphs_hold_the_custom_op_and_eager_calls_match():
     code = "".join(m.code for gm in graphs for m in gm.modules() if isinstance(m, torch.fx.GraphModule))
     assert "torch.ops.polycom.poly_norm_forward" in code and "torch.ops.polycom.poly_norm_backward" in code
     assert torch.equal(eager, compiled)
+
+
+def test_load_tuned_overrides_and_validates(tmp_path):
+    import json
+
+    from polycom.ops import triton_utils
+
+    saved = dict(triton_utils.TUNED)
+    good = tmp_path / "tuned.json"
+    good.write_text(json.dumps([
+        {"kernel": "bwd", "elem_bytes": 4, "length": 2048, "block": 512, "single": False, "warps": 4,
+         "stages": None, "programs_per_sm": 1.5},
+    ]))
+    try:
+        assert triton_utils.load_tuned(str(good)) == 1
+        cfg = row_launch_config(1500, 4, "bwd")
+        assert (cfg.block, cfg.single, cfg.warps, cfg.programs_per_sm) == (512, False, 4, 1.5)
+        # ... and the kernels run with it (chunked rows of 1500 in blocks of 512).
+        x, g = randn(3, 1500, torch.float32), randn(3, 1500, torch.float32, seed=5)
+        weight, bias = coefficients(3)
+        _, inv = poly_norm_forward_triton(x, weight, bias, EPS)
+        gx, _, _ = poly_norm_backward_triton(g, x, weight, inv)
+        gx_rule, _, _ = poly_norm_backward_triton(g, x, weight, inv, block_size=2048)
+        assert_close(gx, gx_rule, (1e-5, 1e-5), "grad_x")
+        for bad, message in [
+            ({"kernel": "fwd", "elem_bytes": 4, "length": 3000, "block": 4096, "single": True, "warps": 4}, "'length'"),
+            ({"kernel": "fwd", "elem_bytes": 4, "length": 4096, "block": 1024, "single": True, "warps": 4}, "'single'"),
+            ({"kernel": "sideways", "elem_bytes": 4, "length": 4096, "block": 4096, "single": True, "warps": 4}, "'kernel'"),
+            ({"kernel": "fwd", "length": 4096}, "missing key"),
+        ]:
+            path = tmp_path / "bad.json"
+            path.write_text(json.dumps([bad]))
+            with pytest.raises(ValueError, match=message):
+                triton_utils.load_tuned(str(path))
+    finally:
+        triton_utils.TUNED.clear()
+        triton_utils.TUNED.update(saved)
+        row_launch_config.cache_clear()
+
+
+def test_bad_tuned_file_in_the_environment_is_an_error(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"not": "a list"}')
+    code = "import torch, polycom\npolycom.PolyNorm(implementation='triton')(torch.randn(2, 8))\n"
+    env = {**os.environ, "POLYCOM_TRITON_TUNED": str(path), "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0 and "expected a JSON list" in out.stderr and str(path) in out.stderr

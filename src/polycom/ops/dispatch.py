@@ -34,6 +34,8 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def _triton_importable() -> bool:
     try:
         from . import triton_ops  # noqa: F401 - registers the custom ops
+    except ValueError:  # a bad POLYCOM_TRITON_TUNED file: the user must hear of it
+        raise
     except Exception:  # noqa: BLE001 - missing or broken triton: path unavailable
         return False
     return True

@@ -11,6 +11,7 @@ Kernels run on CUDA tensors, or on CPU tensors under the Triton interpreter
 from __future__ import annotations
 
 import functools
+import json
 import os
 import types
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "RowConfig",
     "ROW_KERNELS",
     "TUNED",
+    "load_tuned",
     "horner",
     "load_coefficients",
 ]
@@ -122,6 +124,42 @@ TUNED: dict[tuple[str, int, int], RowConfig] = {
 }
 
 
+_ROW_CONFIG_FIELDS = ("block", "single", "warps", "stages", "programs_per_sm")
+
+
+def load_tuned(path: str) -> int:
+    """Add launch configs measured on this machine's GPU to TUNED (they override the built-in ones).
+
+    ``path`` is a JSON file written by ``benchmarks/tune_row_kernels.py --save``: a list of
+    objects with ``kernel``, ``elem_bytes``, ``length`` (a power of two) and the RowConfig
+    fields. Also read at import from the file named by ``POLYCOM_TRITON_TUNED``.
+    Returns the number of entries loaded.
+    """
+    with open(path) as f:
+        entries = json.load(f)
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON list of launch configs")
+    loaded = {}
+    for i, e in enumerate(entries):
+        where = f"{path}, entry {i}"
+        missing = [k for k in ("kernel", "elem_bytes", "length", "block", "single", "warps") if k not in e]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}")
+        if e["kernel"] not in ROW_KERNELS:
+            raise ValueError(f"{where}: 'kernel' must be one of {ROW_KERNELS}, got {e['kernel']!r}")
+        length, block = int(e["length"]), int(e["block"])
+        for key, value in (("length", length), ("block", block)):
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{where}: {key!r} must be a power of two >= 16, got {value}")
+        if bool(e["single"]) != (block >= length):
+            raise ValueError(f"{where}: 'single' must be true exactly when 'block' >= 'length'")
+        cfg = RowConfig(**{k: e[k] for k in _ROW_CONFIG_FIELDS if k in e})
+        loaded[(e["kernel"], int(e["elem_bytes"]), length)] = cfg
+    TUNED.update(loaded)
+    row_launch_config.cache_clear()
+    return len(loaded)
+
+
 @functools.lru_cache(maxsize=512)  # called on every launch: keep the host overhead low
 def row_launch_config(n: int, elem_bytes: int, kernel: str = "fwd", block_size: int | None = None) -> RowConfig:
     """Block and warps for row-wise ``kernel`` (one of ROW_KERNELS) on rows of ``n`` elements.
@@ -150,6 +188,10 @@ def row_launch_config(n: int, elem_bytes: int, kernel: str = "fwd", block_size: 
         return RowConfig(block, False, CHUNK_WARPS, CHUNK_STAGES)
     per_warp = 512 if kernel.endswith("bwd") else 1024
     return RowConfig(block, True, max(2, min(16, block // per_warp)))
+
+
+if os.environ.get("POLYCOM_TRITON_TUNED"):
+    load_tuned(os.environ["POLYCOM_TRITON_TUNED"])
 
 
 @functools.lru_cache(maxsize=16)
