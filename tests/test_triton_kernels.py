@@ -427,6 +427,9 @@ def test_load_tuned_overrides_and_validates(tmp_path):
             ({"kernel": "fwd", "elem_bytes": 4, "length": 4096, "block": 1024, "single": True, "warps": 4}, "'single'"),
             ({"kernel": "sideways", "elem_bytes": 4, "length": 4096, "block": 4096, "single": True, "warps": 4}, "'kernel'"),
             ({"kernel": "fwd", "length": 4096}, "missing key"),
+            ({"kernel": "fwd", "elem_bytes": 2, "length": 4096, "block": 4096, "single": True, "warps": 6}, "'warps'"),
+            ({"kernel": "bwd", "elem_bytes": 2, "length": 4096, "block": 1024, "single": False, "warps": 4,
+              "programs_per_sm": 0}, "'programs_per_sm'"),
         ]:
             path = tmp_path / "bad.json"
             path.write_text(json.dumps([bad]))

@@ -153,6 +153,10 @@ def load_tuned(path: str) -> int:
                 raise ValueError(f"{where}: {key!r} must be a power of two >= 16, got {value}")
         if bool(e["single"]) != (block >= length):
             raise ValueError(f"{where}: 'single' must be true exactly when 'block' >= 'length'")
+        if e["warps"] not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"{where}: 'warps' must be a power of two from 1 to 32, got {e['warps']!r}")
+        if e.get("programs_per_sm") is not None and not e["programs_per_sm"] > 0:
+            raise ValueError(f"{where}: 'programs_per_sm' must be positive or null, got {e['programs_per_sm']!r}")
         cfg = RowConfig(**{k: e[k] for k in _ROW_CONFIG_FIELDS if k in e})
         loaded[(e["kernel"], int(e["elem_bytes"]), length)] = cfg
     TUNED.update(loaded)
