@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Report, machine_description, markdown_table, saved_bytes, time_round_robin  # noqa: E402
+from harness import Report, machine_description, markdown_table, time_round_robin  # noqa: E402
 from peers import liger_poly_norm_ops  # noqa: E402
 
 from polycom import functional as PF  # noqa: E402
+from polycom.memory import saved_tensor_bytes  # noqa: E402
 from polycom.ops import available_implementations  # noqa: E402
 from polycom.ops.kernel_sets import COMPILE_SECONDS  # noqa: E402
 
@@ -110,7 +111,7 @@ def bench_op(op, rows, feats, dtype, device, rounds):
     full = {name: fwd_bwd(f) for name, f in fwd.items()}
     full["copy"] = lambda: (x.detach().clone(), g + x.detach())
     full_times = time_round_robin(full, device, rounds)
-    memory = {name: saved_bytes(f) for name, f in fwd.items()}
+    memory = {name: saved_tensor_bytes(f) for name, f in fwd.items()}
     return fwd_times, full_times, memory, x.numel() * x.element_size()
 
 

@@ -68,20 +68,6 @@ def add_sweep_arguments(parser, features: str) -> None:
     parser.add_argument("--output", help="also write the tables as a markdown fragment to this file")
 
 
-def saved_bytes(run: Callable[[], object]) -> int:
-    """Bytes of distinct storages autograd saves for backward while ``run()`` executes."""
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-    return sum(storages.values())
-
-
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

@@ -10,6 +10,7 @@ import torch
 
 import polycom
 from polycom import functional as PF
+from polycom.memory import saved_tensor_bytes
 from polycom.ops import available_implementations
 
 # "eager" runs the same closed-form code as "compiled", so it carries the wide
@@ -174,21 +175,6 @@ def test_gradcheck_eager_closed_form(name, order):
         assert torch.autograd.gradcheck(lambda x, w, b: f(x, w, b, implementation="eager"), (x, w, b))
 
 
-def _saved_bytes(run):
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    storages = {}
-    for t in saved:  # count each storage once: a reshaped view of the input is no new memory
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(storages.values())
-
-
 @pytest.mark.parametrize("impl", ["eager", "compiled", "triton"])
 @pytest.mark.parametrize("order", [3, 4])
 def test_saved_tensor_budget(impl, order):
@@ -197,11 +183,11 @@ def test_saved_tensor_budget(impl, order):
     _skip_unavailable(impl, x)
     m = polycom.PolyNorm(order=order, implementation=impl)
     coef_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
-    used = _saved_bytes(lambda: m(x))
+    used = saved_tensor_bytes(lambda: m(x))
     budget = x.numel() * x.element_size() + 16 * rows + coef_bytes
     assert used <= budget, f"{impl} saves {used} bytes, budget {budget}"
     # The reference (official-style eager math) keeps several copies of the input.
-    ref_used = _saved_bytes(lambda: polycom.PolyNorm(order=order, implementation="reference")(x))
+    ref_used = saved_tensor_bytes(lambda: polycom.PolyNorm(order=order, implementation="reference")(x))
     assert ref_used > 3 * x.numel() * x.element_size()
 
 
@@ -211,7 +197,7 @@ def test_poly_relu_saves_only_input(impl):
     _skip_unavailable(impl, x)
     m = polycom.PolyReLU(implementation=impl)
     coef_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
-    assert _saved_bytes(lambda: m(x)) <= x.numel() * x.element_size() + coef_bytes
+    assert saved_tensor_bytes(lambda: m(x)) <= x.numel() * x.element_size() + coef_bytes
 
 
 def test_auto_dispatch_choices():
