@@ -7,44 +7,18 @@ ratios printed side by side stay meaningful.
 
 from __future__ import annotations
 
-import platform
-import random
 import statistics
-import subprocess
-import time
 from typing import Callable
 
 import torch
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from polycom.environment import machine_description  # noqa: F401 - re-exported for the benchmarks
+from polycom.timing import sync, time_round_robin_samples  # noqa: F401 - sync re-exported
 
 
 def time_round_robin(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, measured interleaved.
-
-    Each round runs every function once, in an order shuffled per round (seeded): with a
-    fixed order each variant always follows the same neighbour, whose cache and allocator
-    footprint then biases it the same way every round.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync(device)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    order, shuffler = list(fns), random.Random(0)
-    for _ in range(rounds):
-        shuffler.shuffle(order)
-        for name in order:
-            fn = fns[name]
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    """Median seconds per call of each function, measured interleaved (``polycom.timing``)."""
+    return {name: statistics.median(s) for name, s in time_round_robin_samples(fns, device, rounds, warmup).items()}
 
 
 def cuda_ms_per_call(fn: Callable[[], object], iters: int = 20) -> float:
@@ -66,29 +40,6 @@ def add_sweep_arguments(parser, features: str) -> None:
     parser.add_argument("--elements", type=int, default=64 * 1024 * 1024, help="rows = elements // features")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", help="also write the tables as a markdown fragment to this file")
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = _cpu_model()
-    threads = torch.get_num_threads()
-    return (
-        f"{name}; torch {torch.__version__}; python {platform.python_version()}; "
-        f"{threads} torch threads; {platform.system()} {platform.machine()}"
-    )
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

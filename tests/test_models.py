@@ -271,3 +271,19 @@ def test_bf16_autocast_close_to_fp32():
     # bf16 keeps ~3 significant digits: the loss of a 2-layer model agrees to 1e-2.
     assert low.ce_loss.item() == pytest.approx(ref.ce_loss.item(), abs=1e-2)
     low.loss.backward()
+
+
+def test_same_seed_gives_every_activation_the_same_shared_tensors():
+    """The paired design of `polycom compare`: seed k gives GELU and SwiGLU (one MLP matrix
+    more, other widths) identical values in every tensor they share by name and shape."""
+    def build(act, seed):
+        torch.manual_seed(seed)
+        return build_model(model_config("debug", activation=act, vocab_size=300, max_seq_len=32)).state_dict()
+
+    gelu, swiglu, other_seed = build("gelu", 1), build("swiglu", 1), build("gelu", 2)
+    shared = [k for k in gelu if k in swiglu and gelu[k].shape == swiglu[k].shape]
+    assert any("attn" in k for k in shared) and "tok_embeddings.weight" in shared
+    for k in shared:
+        assert torch.equal(gelu[k], swiglu[k]), k
+    random_tensors = [k for k in gelu if gelu[k].std() > 0]  # drawn at init, not constant
+    assert random_tensors and all(not torch.equal(gelu[k], other_seed[k]) for k in random_tensors)

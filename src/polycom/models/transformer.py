@@ -11,6 +11,7 @@ Single-device code: no ranks, no device placement; the trainer wraps the model
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -82,18 +83,26 @@ class Transformer(nn.Module):
         std = init_std ("normal") or sqrt(2 / (5 d)) ("small", the official
         dense runs). Norm gains are 1; activation coefficients keep the PolyCom
         init of their own modules (a_i = 1/r, a_0 = 0).
+
+        Each tensor is drawn from a generator seeded by (``torch.initial_seed()``,
+        its parameter name), not from one shared stream: two models built under
+        the same seed then hold identical values in every tensor they share by
+        name and shape (attention, embeddings, head), whatever their MLPs are.
+        This is what makes an activation comparison paired: seed k gives GELU and
+        SwiGLU the same attention weights although SwiGLU has one matrix more.
         """
         std = self.config.resolved_init_std
         out_std = std / math.sqrt(2 * self.config.n_layers)
+        base_seed = torch.initial_seed()
         for name, m in self.named_modules():
             is_out = name.endswith("o_proj") or name.endswith("down_proj")
             if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, mean=0.0, std=out_std if is_out else std)
+                _seeded_normal_(m.weight, out_std if is_out else std, base_seed, f"{name}.weight")
             elif isinstance(m, MoE):
-                for w in (m.up_proj, m.gate_proj):
+                for key in ("up_proj", "gate_proj", "down_proj"):
+                    w = getattr(m, key)
                     if w is not None:
-                        nn.init.normal_(w, mean=0.0, std=std)
-                nn.init.normal_(m.down_proj, mean=0.0, std=out_std)
+                        _seeded_normal_(w, out_std if key == "down_proj" else std, base_seed, f"{name}.{key}")
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 
@@ -156,6 +165,18 @@ class Transformer(nn.Module):
         return (f"Transformer(activation={c.activation}, {width}): params {self.num_params():,} "
                 f"(non-embedding {self.num_params(exclude_embeddings=True):,}, active {self.num_active_params():,}), "
                 f"{self.flops_per_token() / 1e6:,.1f} MFLOPs/token at T={c.max_seq_len}")
+
+
+def _seeded_normal_(weight: torch.Tensor, std: float, base_seed: int, name: str) -> None:
+    """Fill ``weight`` with N(0, std^2) from a CPU generator seeded by (base_seed, name), so the
+    values depend on the seed and the tensor's name only (not on the device, nor on what was
+    initialised before). Meta tensors (sizing, FSDP shells) are left alone."""
+    if weight.is_meta:
+        return
+    seed = zlib.crc32(f"{base_seed}:{name}".encode())  # stable across processes (unlike hash())
+    values = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    with torch.no_grad():
+        weight.copy_(values.mul_(std))
 
 
 def build_model(config: ModelConfig) -> Transformer:

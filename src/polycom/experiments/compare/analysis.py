@@ -1,0 +1,161 @@
+"""From run records to the numbers of the report: one ``analyse`` call, plain dicts out.
+
+Everything the report prints is computed here and nowhere else, and lands in
+``summary.json``; the report only formats it. Only runs that completed their pre-set
+steps count; a failed, diverged or stopped run is listed, and its seed is dropped
+from the paired statistics of that activation (never imputed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from . import stats
+from .efficiency import token_multiplier
+from .records import RunRecord
+from .scaling import compute_multiplier_ci
+from .spec import BASELINE_CANDIDATES, SweepSpec
+
+__all__ = ["analyse", "choose_baseline", "choose_lrs"]
+
+
+def _by(records, *keys) -> dict:
+    out = defaultdict(list)
+    for r in records:
+        out[tuple(getattr(r, k) for k in keys) if len(keys) > 1 else getattr(r, keys[0])].append(r)
+    return dict(out)
+
+
+def choose_lrs(lr_records: list[RunRecord]) -> dict[str, dict]:
+    """Per activation: the grid LR with the lowest final validation loss (one seed), the
+    whole curve, whether the best sits at the grid's edge, and the LR sensitivity: the mean
+    extra loss at the grid neighbours of the best LR (about a factor 2 away)."""
+    out = {}
+    for act, recs in _by(lr_records, "activation").items():
+        recs = sorted(recs, key=lambda r: r.lr)
+        grid = [r.lr for r in recs]
+        losses = [r.val_loss if r.ok else math.nan for r in recs]
+        finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
+        if not finite:
+            out[act] = {"grid": grid, "val_loss": losses, "best_lr": None, "at_edge": None, "sensitivity": math.nan}
+            continue
+        best = min(finite, key=lambda i: losses[i])
+        neighbours = [losses[j] for j in (best - 1, best + 1) if 0 <= j < len(losses)]
+        extra = [v - losses[best] for v in neighbours if math.isfinite(v)]
+        out[act] = {"grid": grid, "val_loss": losses, "best_lr": grid[best],
+                    "at_edge": best in (0, len(grid) - 1),
+                    "sensitivity": float(np.mean(extra)) if extra else math.inf}
+    return out
+
+
+def choose_baseline(spec: SweepSpec, per_activation: dict[str, dict]) -> str:
+    """``--baseline`` as given, or the baseline activation (relu/gelu/swiglu/relu2) with the
+    lowest mean validation loss: the strongest baseline, so a win is a win over the best."""
+    if spec.baseline != "auto":
+        return spec.baseline
+    scored = [(d["val_loss"]["mean"], a) for a, d in per_activation.items()
+              if a in BASELINE_CANDIDATES and d["n_ok"] > 0]
+    if not scored:
+        raise RuntimeError("no baseline activation (relu/gelu/swiglu/relu2) finished a run; nothing to compare with")
+    return min(scored)[1]
+
+
+def _paired(recs_a: list[RunRecord], recs_b: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
+    b_by_seed = {r.seed: r for r in recs_b if r.ok}
+    return [(a, b_by_seed[a.seed]) for a in sorted(recs_a, key=lambda r: r.seed) if a.ok and a.seed in b_by_seed]
+
+
+def _token_efficiency(pairs) -> dict:
+    per_seed = [token_multiplier(a.curve_tokens, a.curve_val_loss, b.curve_tokens, b.curve_val_loss) for a, b in pairs]
+    values = [m.value for m in per_seed]
+    reached = [m.reached for m in per_seed]
+    out = {"per_seed": values, "reached": reached, "n": len(values), "n_reached": int(sum(reached))}
+    if values and all(reached):
+        # Multipliers are ratios: average and bound them on the log scale (a geometric mean).
+        d = stats.describe(np.log(values))
+        out.update(value=math.exp(d.mean), ci_low=math.exp(d.ci_low) if d.n > 1 else math.nan,
+                   ci_high=math.exp(d.ci_high) if d.n > 1 else math.nan)
+    else:
+        out.update(value=math.nan, ci_low=math.nan, ci_high=math.nan)
+    return out
+
+
+def _scaling(spec, main, activations, baseline) -> dict:
+    sizes = [s["label"] for s in spec.scaling_sizes]
+    grid = {}
+    for act in activations:
+        points = np.full((spec.seeds, len(sizes), 2), np.nan)  # (seed, size, [compute, loss])
+        for r in main:
+            if r.activation == act and r.ok:
+                points[r.seed, sizes.index(r.size)] = (r.flops, r.val_loss)
+        grid[act] = points
+    complete = ~np.isnan(grid[baseline]).any(axis=(1, 2))
+    out = {"sizes": sizes, "points": {a: p.tolist() for a, p in grid.items()}, "multiplier": {}}
+    for act in activations:
+        keep = complete & ~np.isnan(grid[act]).any(axis=(1, 2))  # seeds with every size of both
+        if act == baseline or keep.sum() < 1:
+            continue
+        res = compute_multiplier_ci(grid[act][keep], grid[baseline][keep])
+        out["multiplier"][act] = {"value": res.value, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                                  "n_seeds": res.n_seeds, "c_max": res.c_max,
+                                  "fit": {"a": res.act_fit.a, "b": res.act_fit.b},
+                                  "baseline_fit": {"a": res.base_fit.a, "b": res.base_fit.b}}
+    return out
+
+
+def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecord],
+            throughput: dict | None) -> dict:
+    main_size = spec.scaling_sizes[-1]["label"] if spec.scaling else "base"
+    main = [r for r in records if r.phase == "main"]
+    at_size = _by([r for r in main if r.size == main_size], "activation")
+    per_activation = {}
+    for act in spec.activations:
+        recs = at_size.get(act, [])
+        ok = [r for r in recs if r.ok]
+        per_activation[act] = {
+            "n_runs": len(recs), "n_ok": len(ok),
+            "not_ok": [{"seed": r.seed, "status": r.status, "error": r.error} for r in recs if not r.ok],
+            "val_loss": stats.describe([r.val_loss for r in ok]).to_dict() if ok else None,
+            "val_bpb": stats.describe([r.val_bpb for r in ok]).to_dict() if ok else None,
+            "num_params": ok[0].num_params if ok else (recs[0].num_params if recs else 0),
+            "flops_per_token": ok[0].flops_per_token if ok else math.nan,
+            "lr": recs[0].lr if recs else math.nan,
+        }
+    baseline = choose_baseline(spec, per_activation)
+    comparisons, raw = {}, {}
+    for act in spec.activations:
+        if act == baseline:
+            continue
+        pairs = _paired(at_size.get(act, []), at_size.get(baseline, []))
+        loss = stats.paired_comparison([a.val_loss for a, _ in pairs], [b.val_loss for _, b in pairs])
+        bpb = stats.paired_comparison([a.val_bpb for a, _ in pairs], [b.val_bpb for _, b in pairs])
+        raw[act] = loss
+        comparisons[act] = {"n_pairs": len(pairs), "val_loss": loss, "val_bpb": bpb.to_dict(),
+                            "token_multiplier": _token_efficiency(pairs)}
+    adjusted = stats.holm({a: c.p_value for a, c in raw.items()})
+    for act, c in comparisons.items():
+        loss = dataclasses.replace(c["val_loss"], p_holm=adjusted[act])
+        sd = loss.std_diff
+        c["val_loss"] = loss.to_dict()
+        c["verdict"] = stats.verdict(loss)
+        c["min_detectable_diff"] = stats.minimum_detectable_difference(sd, loss.n)
+        c["seeds_needed_for_observed"] = stats.seeds_needed(loss.mean_diff, sd)
+        if throughput and act in throughput and baseline in throughput:
+            speed = throughput[act]["ratio"] / throughput[baseline]["ratio"]  # act tokens/s over baseline's
+            c["speed_vs_baseline"] = speed
+            tm = c["token_multiplier"]["value"]
+            # Wall-clock time to the baseline's final loss, as a share of the baseline's time.
+            c["time_to_baseline_loss"] = tm / speed if math.isfinite(tm) else math.nan
+    summary = {"baseline": baseline, "baseline_rule": "given" if spec.baseline != "auto" else
+               "auto: the best of " + "/".join(a for a in BASELINE_CANDIDATES if a in spec.activations),
+               "main_size": main_size, "per_activation": per_activation, "comparisons": comparisons,
+               "lr_policy": "tuned per activation" if spec.lr_sweep else "shared", "throughput": throughput}
+    if spec.lr_sweep:
+        summary["lr_sweep"] = choose_lrs(lr_records)
+    if spec.scaling:
+        summary["scaling"] = _scaling(spec, main, spec.activations, baseline)
+    return summary

@@ -1,0 +1,156 @@
+"""Running a sweep's runs: in this process, in N worker processes, or as submitit jobs.
+
+Every run is ``execute_run(plan)``: a top-level function of a plain dict, so a process
+pool or a Slurm job can call it. It decides from the run folder what is left to do:
+
+- ``summary.json`` of a completed or diverged run next to this run's ``plan.json``: skipped;
+- a checkpoint present: a partial run: resumed (``train.resume=true``), bit-exact;
+- otherwise: started afresh (a folder with no checkpoint holds nothing to keep).
+
+A run that raises is recorded in ``failure.json`` and the sweep goes on; rerunning the
+sweep retries it. The trainer's output goes to the run's ``train.log``.
+
+Parallelism is the job of existing engines: ``concurrent.futures`` (local, with the
+CPU threads or the GPUs split between workers) and submitit (Slurm, or its local
+executor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from ...train.checkpoint import latest_checkpoint
+from .files import write_json_atomic
+
+__all__ = ["execute_run", "run_state", "execute_all", "worker_resources", "FINISHED"]
+
+FINISHED = ("completed", "diverged")  # a diverged run would diverge again: rerunning it is no use
+
+
+def run_state(out_dir: Path, run_hash: str) -> str:
+    """'done', 'partial' or 'new' for the run folder ``out_dir``."""
+    meta = out_dir / "plan.json"
+    if meta.exists() and json.loads(meta.read_text()).get("run_hash") != run_hash:
+        # The folder name carries the hash, so this is a hand-made or damaged folder.
+        raise ValueError(f"{out_dir}: plan.json belongs to another run; remove the folder")
+    summary = out_dir / "summary.json"
+    if meta.exists() and summary.exists() and json.loads(summary.read_text()).get("status") in FINISHED:
+        return "done"
+    if latest_checkpoint(out_dir) is not None:
+        return "partial"
+    return "new"
+
+
+def execute_run(plan: dict, threads: int = 0) -> str:
+    """Train one planned run to its end (or resume it); returns its state afterwards:
+    'skipped' (was done), 'done' or 'failed'."""
+    from ...train import Config, run
+
+    out = Path(plan["config"]["train"]["out_dir"])
+    state = run_state(out, plan["run_hash"])
+    if state == "done":
+        return "skipped"
+    if state == "new" and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "failure.json").unlink(missing_ok=True)
+    write_json_atomic(out / "plan.json", plan)
+    tree = json.loads(json.dumps(plan["config"]))
+    tree["train"]["resume"] = state == "partial"
+    tree["train"]["threads"] = threads
+    with open(out / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            run(Config.from_dict(tree))
+        except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the sweep
+            traceback.print_exc()
+            write_json_atomic(out / "failure.json", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+            return "failed"
+    return "done"
+
+
+def worker_resources(jobs: int, device: str) -> list[dict]:
+    """What each of ``jobs`` parallel workers gets: a GPU each on a CUDA machine (round-robin
+    when jobs exceed GPUs), else an equal share of the CPU cores as torch threads."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return [{"CUDA_VISIBLE_DEVICES": str(i % n), "threads": 0} for i in range(jobs)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return [{"threads": max(1, cores // jobs) if jobs > 1 else 0} for _ in range(jobs)]
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(queue) -> None:
+    resources = queue.get()
+    if "CUDA_VISIBLE_DEVICES" in resources:
+        os.environ["CUDA_VISIBLE_DEVICES"] = resources["CUDA_VISIBLE_DEVICES"]
+    _WORKER.update(resources)
+
+
+def _execute_in_worker(plan: dict) -> str:
+    return execute_run(plan, _WORKER.get("threads", 0))
+
+
+def execute_all(plans: list[dict], jobs: int, launcher: str, device: str, folder: Path,
+                slurm: dict | None = None, on_done: Callable[[dict, str], None] = lambda p, s: None) -> dict[str, str]:
+    """Run every plan; returns run_id -> 'skipped' | 'done' | 'failed'."""
+    states: dict[str, str] = {}
+
+    def finished(plan, state):
+        states[plan["run_id"]] = state
+        on_done(plan, state)
+
+    if launcher == "local" and jobs == 1:
+        for plan in plans:
+            finished(plan, execute_run(plan))
+    elif launcher == "local":
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch state
+        queue = ctx.Queue()
+        for resources in worker_resources(jobs, device):
+            queue.put(resources)
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(queue,)) as pool:
+            futures = {pool.submit(_execute_in_worker, plan): plan for plan in plans}
+            for future, plan in futures.items():
+                finished(plan, _result_or_failed(future.result))
+    else:
+        _execute_submitit(plans, jobs, launcher, folder, slurm or {}, finished)
+    return states
+
+
+def _result_or_failed(get: Callable[[], str]) -> str:
+    try:
+        return get()
+    except Exception:  # noqa: BLE001 - a worker that died (OOM-killed, segfault): report the run as failed
+        return "failed"
+
+
+def _execute_submitit(plans, jobs, launcher, folder, slurm, finished) -> None:
+    """One submitit job per run; ``submitit-local`` runs them as local subprocesses, ``jobs`` at a time."""
+    try:
+        import submitit
+    except ImportError:
+        raise RuntimeError("--launcher submitit needs submitit: pip install 'polycom[cluster]'") from None
+    cluster = "local" if launcher == "submitit-local" else None
+    executor = submitit.AutoExecutor(folder=str(folder / "submitit"), cluster=cluster)
+    params = {"timeout_min": 24 * 60, **slurm}
+    if cluster == "local":
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    executor.update_parameters(**params)
+    threads = worker_resources(jobs, "cpu")[0]["threads"] if cluster == "local" else 0
+    batch = jobs if cluster == "local" else len(plans)  # Slurm queues them all; locally, jobs at a time
+    for start in range(0, len(plans), batch):
+        chunk = plans[start:start + batch]
+        submitted = [(executor.submit(execute_run, plan, threads), plan) for plan in chunk]
+        for job, plan in submitted:
+            finished(plan, _result_or_failed(job.result))

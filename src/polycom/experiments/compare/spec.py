@@ -1,0 +1,126 @@
+"""What a comparison sweep is: ``SweepSpec``, its presets and its validation.
+
+A sweep preset (``src/polycom/configs/compare/NAME.yaml``) names the ``polycom train``
+config every run starts from, the overrides that size the runs, and the sweep's own
+settings (activations, seeds, LR grid, scaling sizes). Command-line flags override
+the preset; ``KEY=VALUE`` overrides apply to every run exactly as in ``polycom train``.
+Every error names the flag or key at fault, and all of them are raised before any
+data is read or any model trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ...registry import list_activations
+from ...train.config import ConfigError
+
+__all__ = ["SweepSpec", "BASELINE_CANDIDATES", "DEFAULT_ACTIVATIONS", "load_sweep_preset", "list_sweep_presets",
+           "PER_RUN_KEYS"]
+
+DEFAULT_ACTIVATIONS = ("relu", "gelu", "swiglu", "relu2", "polyrelu", "polynorm")
+BASELINE_CANDIDATES = ("relu", "gelu", "swiglu", "relu2")  # "auto" picks the best of these present
+LAUNCHERS = ("local", "submitit", "submitit-local")
+# Keys the sweep sets for each run: an override of one would silently undo the design.
+PER_RUN_KEYS = ("model.activation", "train.seed", "train.out_dir", "train.resume", "train.stop_at_step")
+
+
+def _presets_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "configs" / "compare"
+
+
+def list_sweep_presets() -> list[str]:
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+@dataclass
+class SweepSpec:
+    """Everything that defines a sweep. ``overrides`` are ``polycom train`` KEY=VALUE strings."""
+
+    train_config: str = "tiny"  # a `polycom train` preset name or YAML path
+    overrides: list[str] = field(default_factory=list)
+    activations: list[str] = field(default_factory=lambda: list(DEFAULT_ACTIVATIONS))
+    seeds: int = 3
+    baseline: str = "auto"
+    eval_points: int = 10  # validations per run (the token-efficiency curve); 0 = keep train.eval_every
+    lr_sweep: bool = False
+    lr_grid: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+    lr_sweep_fraction: float = 0.5  # share of train.steps each LR-sweep run trains
+    scaling: bool = False
+    scaling_sizes: list[dict] = field(default_factory=list)  # model overrides per size, smallest first
+    throughput_rounds: int = 10  # interleaved train steps per activation in the speed measurement
+    jobs: int = 1
+    launcher: str = "local"
+    slurm: dict = field(default_factory=dict)  # submitit executor parameters (partition, gpus_per_node, ...)
+
+    def validate(self) -> None:
+        known = list_activations()
+        if not self.activations:
+            raise ConfigError("--activations: the list is empty; give at least two registry names")
+        unknown = [a for a in self.activations if a not in known]
+        if unknown:
+            raise ConfigError(f"--activations: unknown activation(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+        if len(set(self.activations)) != len(self.activations):
+            raise ConfigError(f"--activations: duplicates in {self.activations}")
+        if len(self.activations) < 2:
+            raise ConfigError("--activations: a comparison needs at least two activations")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"--seeds: must be an integer >= 1, got {self.seeds!r}")
+        if self.baseline != "auto" and self.baseline not in self.activations:
+            raise ConfigError(f"--baseline: {self.baseline!r} is not among --activations ({', '.join(self.activations)})")
+        if self.baseline == "auto" and not any(a in BASELINE_CANDIDATES for a in self.activations):
+            raise ConfigError(f"--baseline: 'auto' picks among {', '.join(BASELINE_CANDIDATES)}, none of which is in "
+                              "--activations; name one with --baseline")
+        if not all(isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr) for lr in self.lr_grid):
+            raise ConfigError(f"--lr-grid: every learning rate must be a positive number, got {self.lr_grid}")
+        if self.lr_sweep and len(self.lr_grid) < 2:
+            raise ConfigError(f"--lr-grid: an LR sweep needs at least two values, got {self.lr_grid}")
+        if not 0 < self.lr_sweep_fraction <= 1:
+            raise ConfigError(f"lr_sweep_fraction: must be in (0, 1], got {self.lr_sweep_fraction}")
+        if self.scaling and len(self.scaling_sizes) < 3:
+            raise ConfigError(f"scaling_sizes: the scaling mode needs at least 3 model sizes, got "
+                              f"{len(self.scaling_sizes)} (set them in the sweep preset)")
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs: must be >= 1, got {self.jobs}")
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"--launcher: must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+        if self.eval_points < 0:
+            raise ConfigError(f"eval_points: must be >= 0, got {self.eval_points}")
+        if self.throughput_rounds < 0:
+            raise ConfigError(f"--throughput-rounds: must be >= 0, got {self.throughput_rounds}")
+        for item in self.overrides:
+            key = item.split("=", 1)[0].strip()
+            if key in PER_RUN_KEYS:
+                raise ConfigError(f"{key}: set by the sweep for each run and cannot be overridden "
+                                  "(use --activations, --seeds, --out)")
+            if key == "optim.lr" and self.lr_sweep:
+                raise ConfigError("optim.lr: --lr-sweep chooses each activation's LR; drop the override or the flag")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_sweep_preset(name_or_path: str) -> dict:
+    """The mapping in a sweep preset (a name from ``list_sweep_presets`` or a YAML path)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = _presets_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"--preset: no sweep preset {name_or_path!r} (presets: {', '.join(list_sweep_presets())})")
+    if not path.exists():
+        raise ConfigError(f"--preset: no such file {str(path)!r}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--preset: {path} must hold a mapping")
+    fields = {f.name for f in dataclasses.fields(SweepSpec)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key {unknown[0]!r} (valid: {', '.join(sorted(fields))})")
+    if "lr_grid" in data:  # YAML 1.1 reads 3e-3 as a string
+        data["lr_grid"] = [float(v) for v in data["lr_grid"]]
+    return data
