@@ -1,0 +1,42 @@
+"""``polycom compare --dry-run``: every planned run with its size, budget and cost, nothing trained.
+
+Models are sized on the meta device (``polycom.train.summary.dry_run``), so the paper's
+1B and 1B/7B presets plan in seconds on any machine. The cost is the PaLM-style training
+FLOPs; the GPU-hours assume 40% model-FLOPs utilisation of an H100's 989 dense bf16
+TFLOP/s (an assumption, printed as such, not a measurement).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...train.config import Config
+from ...train.summary import dry_run
+from .plan import plan_runs, scaling_steps
+from .spec import SweepSpec
+
+__all__ = ["format_dry_run"]
+
+ASSUMED_FLOPS_PER_S = 0.4 * 989e12
+
+
+def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
+    spec.validate()
+    steps = scaling_steps(spec) if spec.scaling else None
+    plans = plan_runs(spec, Path(out), size_steps=steps)
+    lines, total = [], 0.0
+    for phase in ("lr", "main"):
+        for plan in plans[phase]:
+            cfg = Config.from_dict(plan.config)
+            info = dry_run(cfg)
+            flops = info["flops_per_token"] * info["total_tokens"]
+            total += flops
+            lines.append(f"{plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
+                         f"{flops:.3e} FLOPs, lr {plan.lr:g}")
+    first = Config.from_dict(plans["main"][0].config)
+    return "\n".join([
+        "# shared config (first main run; per run: model.activation, train.seed, optim.lr, size overrides)",
+        first.to_yaml().rstrip(), "# runs", *lines, "# cost",
+        f"{len(lines)} runs, {total:.3e} training FLOPs in all = {total / ASSUMED_FLOPS_PER_S / 3600:.2f} GPU-hours "
+        "at an assumed 40% MFU of an H100 (989 TFLOP/s bf16); the LR phase (if any) trains at the shared "
+        "config's LRs here, its chosen LRs are not known before it runs"])

@@ -1,0 +1,131 @@
+"""The report's figures (matplotlib, Agg): one function per PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_curves", "plot_final", "plot_differences", "plot_lr", "plot_scaling", "plot_throughput"]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(records, path: Path, baseline: str) -> Path:
+    """Validation loss vs tokens: the mean over seeds, with the seeds' min-max as a band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for act in dict.fromkeys(r.activation for r in records):
+        curves = [r for r in records if r.activation == act and r.ok and r.curve_tokens]
+        if not curves:
+            continue
+        n = min(len(r.curve_tokens) for r in curves)
+        x = np.array(curves[0].curve_tokens[:n])
+        y = np.array([r.curve_val_loss[:n] for r in curves])  # (seeds, evals)
+        line, = ax.plot(x, y.mean(0), label=f"{act} ({len(curves)} seeds)", lw=2.2 if act == baseline else 1.5,
+                        ls="--" if act == baseline else "-")
+        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.18, lw=0)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Validation loss (mean over seeds; band: min-max)")
+    finals = [r.val_loss for r in records if r.ok]
+    if finals:  # zoom on the part of the curves where activations differ
+        lo, hi = min(finals), max(r.curve_val_loss[len(r.curve_val_loss) // 3] for r in records if r.ok and r.curve_val_loss)
+        ax.set_ylim(lo - 0.1 * (hi - lo) - 1e-3, hi + 0.05 * (hi - lo) + 1e-3)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_final(per_activation: dict, path: Path, baseline: str) -> Path:
+    """Final validation loss per activation: mean with its 95% t-interval, seeds as dots."""
+    acts = [a for a, d in per_activation.items() if d["val_loss"]]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
+    for i, act in enumerate(acts):
+        d = per_activation[act]["val_loss"]
+        err = None if math.isnan(d["ci_low"]) else [[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]]
+        ax.errorbar(d["mean"], i, xerr=err, fmt="o", capsize=4, color="C3" if act == baseline else "C0")
+    ax.set_yticks(range(len(acts)), [a + (" (baseline)" if a == baseline else "") for a in acts])
+    ax.invert_yaxis()
+    ax.set_xlabel("final validation loss (mean, 95% CI over seeds)")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def plot_differences(comparisons: dict, path: Path, baseline: str) -> Path:
+    """Paired difference to the baseline with its 95% CI; left of zero = lower loss than the baseline."""
+    acts = list(comparisons)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
+    for i, act in enumerate(acts):
+        c = comparisons[act]["val_loss"]
+        err = None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
+        colour = {"better": "C2", "worse": "C3"}.get(comparisons[act]["verdict"], "C7")
+        ax.errorbar(c["mean_diff"], i, xerr=err, fmt="o", capsize=4, color=colour)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(acts)), acts)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"validation loss minus {baseline}'s, paired by seed (95% CI)")
+    ax.set_title("green: significantly better, red: worse, grey: no significant difference (Holm)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def plot_lr(lr_sweep: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for act, d in lr_sweep.items():
+        ax.plot(d["grid"], d["val_loss"], "o-", label=act)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final validation loss (1 seed, shortened run)")
+    ax.set_title("LR sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scaling(scaling: dict, path: Path, baseline: str) -> Path:
+    """Final loss vs training compute, log-log, with each activation's fitted power law."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (act, pts) in enumerate(scaling["points"].items()):
+        p = np.array(pts, dtype=float).reshape(-1, 2)  # (seeds * sizes, [compute, loss])
+        p = p[~np.isnan(p).any(axis=1)]
+        if not len(p):
+            continue
+        ax.scatter(p[:, 0], p[:, 1], s=12, color=f"C{i}", label=act)
+        fit = scaling["multiplier"].get(act, {}).get("fit") or (
+            next(iter(scaling["multiplier"].values()), {}).get("baseline_fit") if act == baseline else None)
+        if fit:
+            c = np.geomspace(p[:, 0].min(), p[:, 0].max(), 50)
+            ax.plot(c, fit["a"] * c ** (-fit["b"]), color=f"C{i}", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("final validation loss")
+    ax.set_title("Scaling: loss vs compute, fitted L = a C^-b")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_throughput(throughput: dict, path: Path) -> Path:
+    acts = list(throughput)
+    ratios = [throughput[a]["ratio"] for a in acts]
+    err = [[throughput[a]["ratio"] - throughput[a]["ratio_q25"] for a in acts],
+           [throughput[a]["ratio_q75"] - throughput[a]["ratio"] for a in acts]]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
+    ax.barh(range(len(acts)), ratios, xerr=err, capsize=3, color="C0")
+    ax.axvline(1, color="k", lw=1)
+    ax.set_yticks(range(len(acts)), acts)
+    ax.invert_yaxis()
+    ref = next(iter(throughput.values()))["reference"]
+    ax.set_xlabel(f"train-step tokens/s relative to {ref} (median, interquartile range)")
+    return _save(fig, path)

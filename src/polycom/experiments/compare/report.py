@@ -1,0 +1,183 @@
+"""The report folder: REPORT.md (verdict, setting and main table on the first screen),
+PNG figures, runs.csv, summary.json, every run's resolved config, versions and machine.
+
+Only formatting happens here: every number comes from ``analysis.analyse`` and is in
+summary.json too. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+
+import torch
+
+from ...environment import git_commit, machine_description, package_versions
+from . import plots
+from .files import write_json_atomic, write_text_atomic
+from .records import CSV_COLUMNS
+
+__all__ = ["write_report"]
+
+
+def _f(v, digits: int = 4) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _ci(d: dict, digits: int = 4) -> str:
+    return f"[{_f(d['ci_low'], digits)}, {_f(d['ci_high'], digits)}]"
+
+
+def _table(header, rows) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def _verdict_lines(summary: dict) -> list[str]:
+    base, lines = summary["baseline"], []
+    for act, c in summary["comparisons"].items():
+        loss = c["val_loss"]
+        what = c["verdict"]
+        detail = (f"{_f(loss['mean_diff'])} nats/token vs {base}, 95% CI {_ci(loss)}, "
+                  f"Holm-adjusted p = {_f(loss['p_holm'], 3)}, {c['n_pairs']} paired seeds")
+        if what.startswith("no significant"):
+            detail += f"; the sweep detects |difference| >= {_f(c['min_detectable_diff'])} with 80% power"
+        lines.append(f"- **{act}: {what}** ({detail})")
+    return lines
+
+
+def _main_table(summary: dict) -> str:
+    base, rows = summary["baseline"], []
+    tp = summary.get("throughput") or {}
+    for act, d in summary["per_activation"].items():
+        c = summary["comparisons"].get(act)
+        loss, bpb = d["val_loss"], d["val_bpb"]
+        speed = _f(tp[act]["ratio"], 3) if act in tp else "n/a"
+        if loss is None:
+            rows.append([act, "no completed run", "", "", "", "", "", speed])
+            continue
+        diff = "baseline" if c is None else f"{_f(c['val_loss']['mean_diff'])} {_ci(c['val_loss'])}"
+        p = "" if c is None else _f(c["val_loss"]["p_holm"], 3)
+        tm = "" if c is None else _token_multiplier(c["token_multiplier"])
+        rows.append([act, f"{_f(loss['mean'])} ± {_f(loss['std'])} {_ci(loss)}",
+                     f"{_f(bpb['mean'])} {_ci(bpb)}", diff, p, tm, f"{d['n_ok']}/{d['n_runs']}", speed])
+    header = ["activation", "val loss: mean ± std [95% CI]", "val bpb [95% CI]", f"Δ loss vs {base} [95% CI]",
+              "p (Holm)", "tokens to baseline's loss", "runs ok", "tokens/s vs " + (
+                  next(iter(tp.values()))["reference"] if tp else "ref")]
+    return _table(header, rows)
+
+
+def _token_multiplier(t: dict) -> str:
+    if t["n"] == 0:
+        return "n/a"
+    if t["n_reached"] < t["n"]:
+        return f"> 1x ({t['n'] - t['n_reached']} of {t['n']} seeds never reach it)"
+    ci = f" [{_f(t['ci_low'], 2)}, {_f(t['ci_high'], 2)}]" if math.isfinite(t["ci_low"]) else ""
+    return f"{_f(t['value'], 2)}x{ci}"
+
+
+def _setting(result, spec, base) -> list[str]:
+    s = result.summary
+    any_rec = next((r for r in result.records if r.ok), result.records[0] if result.records else None)
+    tokens = f"{any_rec.steps * base.train.batch_size * base.data.seq_len:,}" if any_rec else "n/a"
+    lr = ("tuned per activation by an LR sweep (" + ", ".join(f"{a} {d['best_lr']:g}" for a, d in
+                                                               s["lr_sweep"].items() if d["best_lr"]) + ")"
+          if spec.lr_sweep else f"**shared** (optim.lr = {base.optim.lr:g} for every activation; not tuned)")
+    params = ", ".join(f"{a} {d['num_params']:,}" for a, d in s["per_activation"].items())
+    return [
+        f"- data: `{base.data.source}`, tokenizer `{base.data.tokenizer}` (vocab {base.data.vocab_size}), "
+        f"sequence {base.data.seq_len}",
+        f"- budget: {tokens} tokens per run ({base.train.steps} steps x {base.train.batch_size} x "
+        f"{base.data.seq_len}); every run stops at that step (no best-checkpoint selection)",
+        f"- parameters (matched; gated MLPs get 2/3 of the width): {params}",
+        f"- learning rate: {lr}",
+        f"- seeds: {spec.seeds} per activation, paired (seed k: same data order and same initial shared weights "
+        "for every activation)",
+        f"- baseline: {s['baseline']} ({s['baseline_rule']})",
+    ]
+
+
+def write_report(result, spec, base) -> None:
+    out, s = result.out, result.summary
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    base_name = s["baseline"]
+    main_size = [r for r in result.records if r.size == s["main_size"]]
+    figs = [plots.plot_curves(main_size, figures / "loss_curves.png", base_name),
+            plots.plot_final(s["per_activation"], figures / "final_loss.png", base_name)]
+    if s["comparisons"]:
+        figs.append(plots.plot_differences(s["comparisons"], figures / "paired_differences.png", base_name))
+    if s.get("lr_sweep"):
+        figs.append(plots.plot_lr(s["lr_sweep"], figures / "lr_sweep.png"))
+    if s.get("scaling"):
+        figs.append(plots.plot_scaling(s["scaling"], figures / "scaling.png", base_name))
+    if s.get("throughput"):
+        figs.append(plots.plot_throughput(s["throughput"], figures / "throughput.png"))
+
+    md = ["# polycom compare", "", "## Verdict", "", *_verdict_lines(s), "",
+          "Lower loss is better. A verdict is 'better' or 'worse' only when the paired t-test, "
+          "Holm-adjusted for the number of activations compared with the baseline, gives p < 0.05.", "",
+          "## Setting", "", *_setting(result, spec, base), "", "## Main table", "", _main_table(s), "",
+          "![validation loss](figures/loss_curves.png)", ""]
+    md += _detail_sections(result, spec)
+    md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs[1:]] + [""]
+    md += ["## Reproduce", "", f"- machine: {machine_description(torch.device('cpu'))}; {platform.node() or ''}",
+           f"- git: {git_commit() or 'not a git checkout'}",
+           f"- versions: {', '.join(f'{k} {v}' for k, v in package_versions().items() if v)}",
+           "- every run's resolved config: `runs/<run>/config.yaml`; raw numbers: `runs.csv`, `summary.json`", ""]
+    write_text_atomic(out / "REPORT.md", "\n".join(md))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for r in result.lr_records + result.records:
+        writer.writerow(r.csv_row())
+    write_text_atomic(out / "runs.csv", buf.getvalue())
+    write_json_atomic(out / "summary.json", {
+        "summary": s, "timings": result.timings, "states": result.states, "spec": spec.to_dict(),
+        "base_config": base.to_dict(), "versions": package_versions(), "git": git_commit(),
+        "machine": machine_description(torch.device("cpu")),
+        "runs": [r.to_dict() for r in result.lr_records + result.records]})
+
+
+def _detail_sections(result, spec) -> list[str]:
+    s, base = result.summary, result.summary["baseline"]
+    rows = []
+    for act, c in s["comparisons"].items():
+        loss = c["val_loss"]
+        rows.append([act, _f(loss["mean_diff"]), _f(loss["se_paired"]), _f(loss["se_unpaired"]),
+                     _f(loss["p_value"], 3), _f(loss["p_permutation"], 3), _f(loss["prob_improvement"], 2),
+                     _f(c["min_detectable_diff"]), c["seeds_needed_for_observed"]])
+    out = ["## Paired statistics", "",
+           _table(["activation", f"Δ vs {base}", "SE paired", "SE unpaired", "p (t, raw)", "p (sign-flip, exact)",
+                   "P(improvement)", "min. detectable Δ (80% power)", "seeds for observed Δ"], rows), "",
+           "SE paired vs unpaired: how much of the seed noise the paired design removed. The exact sign-flip "
+           f"test cannot go below 2/2^n (= {2 / 2 ** spec.seeds:.3f} with {spec.seeds} seeds): a robustness check, "
+           "not the test behind the verdict. 'seeds for observed Δ': seeds the paired t-test would need to detect "
+           "the observed difference with 80% power (-1: not computable).", ""]
+    tp = s.get("throughput")
+    if tp:
+        out += ["## Speed and memory (measured side by side)", "",
+                _table(["activation", "tokens/s", "ratio [IQR]", "memory", "params", "MFLOPs/token"],
+                       [[a, f"{t['tokens_per_s']:,.0f}", f"{t['ratio']:.3f} [{t['ratio_q25']:.3f}, {t['ratio_q75']:.3f}]",
+                         f"{t['memory_bytes'] / 2**20:.1f} MiB", f"{t['num_params']:,}",
+                         f"{t['flops_per_token'] / 1e6:.2f}"] for a, t in tp.items()]), "",
+                f"{spec.throughput_rounds} interleaved train steps per activation in one process; memory is "
+                f"{next(iter(tp.values()))['memory_kind']}.", ""]
+    if s.get("lr_sweep"):
+        out += ["## LR sweep", "", _table(["activation", "best LR", "at grid edge", "sensitivity (Δ loss at neighbours)"],
+                                          [[a, d["best_lr"], d["at_edge"], _f(d["sensitivity"])]
+                                           for a, d in s["lr_sweep"].items()]), ""]
+    if s.get("scaling"):
+        out += ["## Scaling", "", _table(["activation", "compute multiplier at the largest size [95% bootstrap CI]",
+                                          "fit b"],
+                                         [[a, f"{_f(m['value'], 2)}x [{_f(m['ci_low'], 2)}, {_f(m['ci_high'], 2)}]",
+                                           _f(m["fit"]["b"], 4)] for a, m in s["scaling"]["multiplier"].items()]),
+                "", f"Multiplier < 1: the activation matches {base}'s fitted loss at the largest size with that share "
+                "of the compute (fit L = a C^-b over the sizes run; a local description, not an extrapolation).", ""]
+    failed = [(a, f) for a, d in s["per_activation"].items() for f in d["not_ok"]]
+    if failed:
+        out += ["## Runs that did not complete", ""] + [f"- {a} seed {f['seed']}: {f['status']} {f['error']}"
+                                                         for a, f in failed] + [""]
+    return out

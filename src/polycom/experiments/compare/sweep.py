@@ -1,0 +1,138 @@
+"""``compare(spec, out)``: plan, run, measure, analyse and report one sweep.
+
+    from polycom.experiments.compare.sweep import compare
+    from polycom.experiments.compare.spec import SweepSpec
+    result = compare(SweepSpec(activations=["gelu", "polynorm"], seeds=2), "reports/mine")
+    result.summary["comparisons"]["polynorm"]["verdict"]
+
+Order of work: validate everything (spec, overrides, output folder, data budget)
+before any training; prepare the corpus and tokenizer once in this process (parallel
+runs then only read the cache); the LR phase; the main phase; the side-by-side
+throughput measurement; the analysis and the report. Rerunning the same command
+skips finished runs and resumes partial ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ...train.config import Config, ConfigError, check_paths
+from .analysis import analyse, choose_lrs
+from .execute import execute_all
+from .files import write_json_atomic
+from .plan import RunPlan, base_config, plan_runs, scaling_steps, sweep_key
+from .records import RunRecord, load_record
+from .spec import SweepSpec
+
+__all__ = ["CompareResult", "compare"]
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    records: list[RunRecord]  # main phase
+    lr_records: list[RunRecord]
+    summary: dict
+    states: dict[str, str]  # run_id -> skipped | done | failed (this invocation)
+    timings: dict[str, float]  # seconds: planning, training, throughput, report
+
+
+def _check_out_folder(out: Path, key: dict) -> None:
+    meta = out / "sweep.json"
+    if meta.exists():
+        old = json.loads(meta.read_text()).get("key")
+        if old != json.loads(json.dumps(key, default=str)):
+            raise ConfigError(f"--out: {out} holds a different sweep (other settings; see {meta}); "
+                              "use a new --out folder, or delete that one")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out: {out} exists and is not a polycom compare folder; choose another --out")
+
+
+def _prepare_data(cfg: Config, say) -> int:
+    """Tokenize once, here; check the budget fits the corpus; returns the vocabulary size."""
+    from ...data import prepare_data
+
+    check_paths(cfg)
+    data = prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir, log=say)
+    need = cfg.train.steps * cfg.train.batch_size * (cfg.data.seq_len + 1)
+    have = len(data.stream("train"))
+    if need > have:
+        raise ConfigError(f"train.steps: {cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.data.seq_len} tokens "
+                          f"need {need:,} training tokens, but data.source={cfg.data.source!r} has {have:,}; "
+                          "a comparison that repeats data measures memorisation: lower train.steps or use more data")
+    return data.tokenizer.vocab_size
+
+
+def _run_phase(plans: list[RunPlan], spec: SweepSpec, out: Path, device: str, say) -> dict[str, str]:
+    done = [0]
+
+    def on_done(plan, state):
+        done[0] += 1
+        rec = load_record(RunPlan(plan["phase"], plan["activation"], plan["seed"], plan["lr"], plan["size"],
+                                  plan["config"], plan["run_hash"]))
+        loss = f"val loss {rec.val_loss:.4f}" if rec.ok else rec.status + (f": {rec.error}" if rec.error else "")
+        say(f"  [{done[0]}/{len(plans)}] {plan['run_id']}: {state}, {loss}")
+
+    return execute_all([p.to_dict() for p in plans], spec.jobs, spec.launcher, device, out, spec.slurm, on_done)
+
+
+def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    spec.validate()
+    base = base_config(spec)
+    key = sweep_key(spec)
+    _check_out_folder(out, key)
+    plans = plan_runs(spec, out)  # validates every run's config before anything runs
+    vocab = _prepare_data(base, say)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "sweep.json", {"key": key, "spec": spec.to_dict()})
+    timings = {"planning_s": time.perf_counter() - t0}
+    states: dict[str, str] = {}
+    t1 = time.perf_counter()
+    lr_records: list[RunRecord] = []
+    chosen = None
+    if spec.lr_sweep:
+        say(f"LR sweep: {len(plans['lr'])} runs")
+        states.update(_run_phase(plans["lr"], spec, out, base.train.device, say))
+        lr_records = [load_record(p) for p in plans["lr"]]
+        chosen = {a: d["best_lr"] for a, d in choose_lrs(lr_records).items() if d["best_lr"] is not None}
+    steps = scaling_steps(spec) if spec.scaling else None
+    plans = plan_runs(spec, out, chosen_lrs=chosen, size_steps=steps)
+    say(f"main comparison: {len(plans['main'])} runs ({len(spec.activations)} activations x {spec.seeds} seeds"
+        + (f" x {len(spec.scaling_sizes)} sizes" if spec.scaling else "") + ")")
+    states.update(_run_phase(plans["main"], spec, out, base.train.device, say))
+    timings["training_s"] = time.perf_counter() - t1
+    records = [load_record(p) for p in plans["main"]]
+    t2 = time.perf_counter()
+    throughput = _throughput(spec, plans["main"], vocab, say)
+    timings["throughput_s"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    summary = analyse(spec, records, lr_records, throughput)
+    result = CompareResult(out, records, lr_records, summary, states, timings)
+    write_report(result, spec, base)
+    timings["report_s"] = time.perf_counter() - t3
+    return result
+
+
+def _throughput(spec: SweepSpec, main: list[RunPlan], vocab: int, say) -> dict | None:
+    from .throughput import measure_throughput
+
+    if spec.throughput_rounds == 0:
+        return None
+    largest = main[-1].size
+    configs = {p.activation: Config.from_dict(p.config) for p in main if p.seed == 0 and p.size == largest}
+    device_name = next(iter(configs.values())).train.device
+    device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device_name == "auto" else device_name))
+    reference = "gelu" if "gelu" in configs else next(iter(configs))
+    say(f"throughput: {spec.throughput_rounds} interleaved train steps per activation on {device}")
+    return {a: t.to_dict() for a, t in measure_throughput(configs, vocab, device, spec.throughput_rounds,
+                                                          reference).items()}
