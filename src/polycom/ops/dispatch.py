@@ -12,7 +12,8 @@ Implementations (all compute the same function; ``reference`` is the ground trut
   ``TRITON_INTERPRET=1`` (tests). float16/bfloat16/float32.
 
 ``auto`` picks: CUDA -> triton for order <= 4 (the kernels hold a_1..a_4; a higher
-order goes to compiled/eager, and an explicit ``triton`` raises ValueError) (eager without Triton); CPU -> compiled, or eager
+order goes to compiled/eager, and an explicit ``triton`` raises ValueError), eager
+without Triton; CPU -> compiled, or eager
 while an outer ``torch.compile`` is tracing (Inductor then fuses the closed form
 into the surrounding graph); float64 -> eager on every device.
 """
