@@ -11,7 +11,9 @@ Implementations (all compute the same function; ``reference`` is the ground trut
 - ``triton``: fused Triton kernels; CUDA tensors, or CPU tensors under
   ``TRITON_INTERPRET=1`` (tests). float16/bfloat16/float32.
 
-``auto`` picks: CUDA -> triton (eager without Triton); CPU -> compiled, or eager
+``auto`` picks: CUDA -> triton for order <= 4 (the kernels hold a_1..a_4; a higher
+order goes to compiled/eager, and an explicit ``triton`` raises ValueError), eager
+without Triton; CPU -> compiled, or eager
 while an outer ``torch.compile`` is tracing (Inductor then fuses the closed form
 into the surrounding graph); float64 -> eager on every device.
 """
@@ -28,6 +30,9 @@ from .autograd import GatedPolyNormFunction, PolyNormFunction, PolyReLUFunction
 
 IMPLEMENTATIONS = ("auto", "reference", "eager", "compiled", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The Triton kernels hold the coefficients a_1..a_4 in registers (triton_utils); a higher
+# order would silently drop terms, so such calls never reach them.
+TRITON_MAX_ORDER = 4
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,11 +59,17 @@ def available_implementations(x: torch.Tensor) -> list[str]:
     return paths + ["compiled", "eager", "reference"]
 
 
-def select_implementation(x: torch.Tensor, requested: str) -> str:
+def select_implementation(x: torch.Tensor, requested: str, order: int = 1) -> str:
     if requested not in IMPLEMENTATIONS:
         raise ValueError(f"argument 'implementation' must be one of {list(IMPLEMENTATIONS)}, got {requested!r}")
+    triton_order_ok = order <= TRITON_MAX_ORDER
+    if requested == "triton" and not triton_order_ok:
+        raise ValueError(
+            f"implementation 'triton' supports order <= {TRITON_MAX_ORDER}, got order={order}; "
+            "use 'auto', 'eager' or 'compiled'"
+        )
     if requested == "auto":
-        if x.is_cuda and _triton_can_run(x):
+        if x.is_cuda and triton_order_ok and _triton_can_run(x):
             return "triton"
         if x.device.type == "cpu" and x.dtype != torch.float64 and not torch.compiler.is_compiling():
             return "compiled"
@@ -74,21 +85,21 @@ def select_implementation(x: torch.Tensor, requested: str) -> str:
 
 
 def poly_relu(x, weight, bias, implementation):
-    impl = select_implementation(x, implementation)
+    impl = select_implementation(x, implementation, weight.numel())
     if impl == "reference":
         return ref.poly_relu_reference(x, weight, bias)
     return PolyReLUFunction.apply(x, weight, bias, impl)
 
 
 def poly_norm(x, weight, bias, eps, implementation):
-    impl = select_implementation(x, implementation)
+    impl = select_implementation(x, implementation, weight.numel())
     if impl == "reference":
         return ref.poly_norm_reference(x, weight, bias, eps)
     return PolyNormFunction.apply(x, weight, bias, eps, impl)
 
 
 def gated_poly_norm(gate, up, weight, bias, eps, implementation):
-    impl = select_implementation(gate, implementation)
+    impl = select_implementation(gate, implementation, weight.numel())
     if impl == "reference":
         return ref.gated_poly_norm_reference(gate, up, weight, bias, eps)
     return GatedPolyNormFunction.apply(gate, up, weight, bias, eps, impl)
