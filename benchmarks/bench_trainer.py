@@ -67,7 +67,7 @@ def bare_loop(cfg, steps: int) -> list[float]:
 
 def trainer_steps(cfg) -> tuple[list[float], float]:
     metrics = run(cfg)
-    return metrics["step_times_s"], metrics["data_wait_s"]
+    return metrics.step_times_s, metrics.data_wait_s
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from polycom.train import load_config, run
+from polycom.train import RunResult, load_config, run
 from polycom.train.checkpoint import latest_checkpoint, load_checkpoint
 from polycom.train.optim import lr_lambda, param_groups
 
@@ -34,32 +34,38 @@ def test_loss_decreases_on_the_default_corpus(tmp_path):
             "optim.lr=3e-3", "optim.warmup_steps=5", "train.checkpoint_every=0", "train.progress=false",
             f"train.out_dir={tmp_path / 'run'}"]
     m = run("tiny", args)
-    losses = m["train_losses"]
-    assert m["status"] == "completed" and len(losses) == 30
+    losses = m.train_losses
+    assert m.status == "completed" and len(losses) == 30
     assert sum(losses[-5:]) / 5 < losses[0] - 1.5  # ln(256) = 5.5 nats at init
-    first, last = m["evals"]
-    assert last["val_loss"] < first["val_loss"]
+    first, last = m.evals
+    assert last.val_loss < first.val_loss
     # bits per byte of a byte tokenizer: nats/token / ln 2, up to the separators (0 bytes)
-    assert last["val_bpb"] == pytest.approx(last["val_loss"] / math.log(2), rel=0.05)
+    assert last.val_bpb == pytest.approx(last.val_loss / math.log(2), rel=0.05)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["kind"] == "run" and len(records[0]["corpus_hash"]) == 64
-    assert m["corpus_hash"] == records[0]["corpus_hash"]
+    assert m.info["corpus_hash"] == records[0]["corpus_hash"]
     assert (tmp_path / "run" / "config.yaml").exists()
-    assert m["flops"] == pytest.approx(m["tokens"] * m["flops_per_token"])
+    assert m.flops == pytest.approx(m.tokens * m.flops_per_token)
+    tokens_per_step = 16 * 64  # train.batch_size sequences of data.seq_len tokens
+    assert m.tokens == 30 * tokens_per_step
+    assert [e.step for e in m.evals] == [15, 30] and [e.tokens for e in m.evals] == [15 * tokens_per_step, m.tokens]
+    assert m.peak_memory_bytes > 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert RunResult.from_dict(summary) == m  # summary.json round-trips to the same result
 
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
     full = run("tiny", small_run(tmp_path, "full"))
     first = run("tiny", small_run(tmp_path, "split", "train.stop_at_step=4"))
-    assert first["status"] == "stopped" and first["final_step"] == 4
+    assert first.status == "stopped" and first.final_step == 4
     second = run("tiny", small_run(tmp_path, "split", "train.resume=true"))
-    assert first["train_losses"] + second["train_losses"] == full["train_losses"]  # bitwise
-    assert second["val_loss"] == full["val_loss"]
+    assert first.train_losses + second.train_losses == full.train_losses  # bitwise
+    assert second.val_loss == full.val_loss
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(1, 9))
     done = run("tiny", small_run(tmp_path, "split", "train.resume=true"))  # already finished: no steps
-    assert done["train_losses"] == [] and done["final_step"] == 8 and done["val_loss"] == full["val_loss"]
+    assert done.train_losses == [] and done.final_step == 8 and done.val_loss == full.val_loss
 
 
 _CRASH_SCRIPT = """
@@ -91,7 +97,7 @@ def test_killed_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     ckpt = load_checkpoint(folder)
     assert ckpt["state"]["step"] == 4 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
     resumed = run("tiny", args + ["train.resume=true"])
-    assert resumed["status"] == "completed" and resumed["final_step"] == 8
+    assert resumed.status == "completed" and resumed.final_step == 8
     assert not list((tmp_path / "crash" / "checkpoints").glob(".tmp-*"))
 
 
@@ -106,8 +112,8 @@ def test_nan_guard_names_step_and_layer_and_keeps_last_checkpoint(tmp_path):
 
     args = small_run(tmp_path, "nan", "train.checkpoint_every=2", "train.eval_every=0")
     m = run("tiny", args, setup_hook=poison_layer_1)
-    assert m["status"] == "diverged" and m["final_step"] == 3
-    report = m["nan_report"]
+    assert m.status == "diverged" and m.final_step == 3
+    report = m.nan_report
     assert report["step"] == 4
     assert report["first_nonfinite_activation"] == "layers.1.mlp.act"
     assert report["first_nonfinite_gradient"] is not None

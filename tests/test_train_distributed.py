@@ -53,4 +53,4 @@ def test_two_gloo_processes_match_one(single, mode):
     assert ckpts == ["step_00000002", "step_00000004"]
     # A distributed checkpoint is a plain full checkpoint: one process resumes it.
     resumed = run("tiny", _args(tmp_path, mode, "train.micro_batch_size=2", "train.steps=6", "train.resume=true"))
-    assert resumed["final_step"] == 6 and resumed["status"] == "completed"
+    assert resumed.final_step == 6 and resumed.status == "completed"

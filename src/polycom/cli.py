@@ -38,14 +38,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:  # DataError and other input problems: report, no traceback
         print(f"polycom train: error: {e}", file=sys.stderr)
         return 2
-    if metrics.get("status") == "diverged":
-        print(f"polycom train: stopped, non-finite values at step {metrics['nan_report']['step']} "
-              f"(report in {metrics['out_dir']}/nan_report.json)", file=sys.stderr)
+    if metrics.status == "diverged":
+        print(f"polycom train: stopped, non-finite values at step {metrics.nan_report['step']} "
+              f"(report in {metrics.out_dir}/nan_report.json)", file=sys.stderr)
         return 3
-    if metrics.get("val_loss") is not None and (not metrics.get("world_size") or _is_main()):
-        print(f"final: step {metrics['final_step']}, val loss {metrics['val_loss']:.4f}, "
-              f"val bpb {metrics['val_bpb']:.4f}, {metrics['tokens_per_s']:,.0f} tokens/s, "
-              f"{metrics['elapsed_s']:.0f}s; run folder {metrics['out_dir']}")
+    if metrics.val_loss is not None and (not metrics.info.get("world_size") or _is_main()):
+        print(f"final: step {metrics.final_step}, val loss {metrics.val_loss:.4f}, "
+              f"val bpb {metrics.val_bpb:.4f}, {metrics.tokens_per_s:,.0f} tokens/s, "
+              f"{metrics.elapsed_s:.0f}s; run folder {metrics.out_dir}")
     return 0
 
 

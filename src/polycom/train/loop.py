@@ -1,8 +1,8 @@
-"""The trainer: ``run(config) -> metrics``.
+"""The trainer: ``run(config) -> RunResult``.
 
     from polycom.train import run
-    metrics = run("tiny", ["model.activation=polynorm", "train.steps=100"])
-    metrics["val_loss"], metrics["val_bpb"]
+    result = run("tiny", ["model.activation=polynorm", "train.steps=100"])
+    result.val_loss, result.val_bpb, result.evals[-1].tokens
 
 One optimizer step = ``grad_accum`` micro-batches per rank (``batch_size =
 micro_batch_size * grad_accum * world_size`` sequences); the loss is the mean
@@ -14,6 +14,7 @@ device- and rank-agnostic; ``distributed.py`` owns processes and wrapping.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -31,14 +32,15 @@ from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
 from .optim import build_optimizer, build_scheduler, describe_groups
+from .result import Eval, RunResult, peak_memory_bytes
 
 __all__ = ["run", "Trainer"]
 
 
 def run(config: Config | dict | str | Path | None = None, overrides: list[str] = (), *,
-        setup_hook: Callable[[torch.nn.Module], None] | None = None) -> dict:
+        setup_hook: Callable[[torch.nn.Module], None] | None = None) -> RunResult:
     """Train with ``config`` (a Config, dict, preset name or YAML path) and dotted
-    ``overrides``; returns the final metrics. ``setup_hook(model)`` is called on the
+    ``overrides``; returns a RunResult. ``setup_hook(model)`` is called on the
     built model before wrapping (instrumentation, tests)."""
     cfg = load_config(config, list(overrides))
     check_paths(cfg)
@@ -222,7 +224,7 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------
 
-    def fit(self) -> dict:
+    def fit(self) -> RunResult:
         cfg, t = self.cfg, self.cfg.train
         start = self.resume() if t.resume else 0
         if self.info.is_main:
@@ -254,7 +256,7 @@ class Trainer:
                     logger.log(record)
                 bar.update(record["loss"], record["tokens_per_s"])
                 if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
-                    ev = {"kind": "val", "step": done, **self.evaluate()}
+                    ev = {"kind": "val", "step": done, "tokens": done * self.tokens_per_step, **self.evaluate()}
                     result["evals"].append(ev)
                     logger.log(ev)
                     bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}")
@@ -264,14 +266,16 @@ class Trainer:
             prefetch.close()
             bar.close()
         if start == t.steps:  # resuming a finished run (e.g. a re-run sweep): report its final validation
-            result["evals"].append({"kind": "val", "step": start, **self.evaluate()})
+            result["evals"].append({"kind": "val", "step": start, "tokens": start * self.tokens_per_step,
+                                    **self.evaluate()})
         result.update(self._summary(start, result, step_times, prefetch.wait_s, time.perf_counter() - t_start))
         logger.log({"kind": "summary", "step": result["final_step"],
                     **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
         logger.close()
+        run_result = _to_result(result)
         if self.info.is_main:
-            (self.out_dir / "summary.json").write_text(json.dumps(result, indent=1, default=str))
-        return result
+            (self.out_dir / "summary.json").write_text(json.dumps(run_result.to_dict(), indent=1, default=str))
+        return run_result
 
     def _run_info(self) -> dict:
         return {"corpus": describe_source(self.cfg.data.source), "corpus_hash": self.data.corpus_hash,
@@ -302,7 +306,16 @@ class Trainer:
                 "tokens_per_s": self.tokens_per_step / step_time if step_time else 0.0,
                 "data_wait_s": data_wait_s, "tokens": final * self.tokens_per_step,
                 "flops": final * self.tokens_per_step * self.flops_per_token,
+                "peak_memory_bytes": peak_memory_bytes(self.device),
                 "out_dir": str(self.out_dir), **self._run_info()}
+
+
+def _to_result(d: dict) -> RunResult:
+    """The loop's working dict -> RunResult: known fields typed, the run info kept in ``info``."""
+    names = {f.name for f in dataclasses.fields(RunResult)} - {"info", "evals"}
+    evals = [Eval(**{k: v for k, v in e.items() if k != "kind"}) for e in d["evals"]]
+    info = {k: v for k, v in d.items() if k not in names and k != "evals"}
+    return RunResult(evals=evals, info=info, **{k: v for k, v in d.items() if k in names})
 
 
 class _Prefetcher:
