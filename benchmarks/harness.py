@@ -16,7 +16,8 @@ from polycom.environment import machine_description  # noqa: F401 - re-exported 
 from polycom.timing import sync, time_round_robin_samples  # noqa: F401 - sync re-exported
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int, warmup: int = 2) -> dict[str, float]:
+def time_round_robin(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int,
+                     warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each function, measured interleaved (``polycom.timing``)."""
     return {name: statistics.median(s) for name, s in time_round_robin_samples(fns, device, rounds, warmup).items()}
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -149,3 +150,51 @@ def test_bad_override_and_foreign_folder_and_small_corpus(tmp_path, capsys):
         compare(big, tmp_path / "big", say=lambda *a: None)
     assert main(["compare", "--seeds", "0", "--out", str(tmp_path / "cli")]) == 2
     assert "--seeds: must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper-dense-1b", "paper-moe-1b-7b"])
+def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
+    assert main(["compare", "--preset", preset, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    runs = [line for line in out.splitlines() if line.startswith("main-")]
+    spec_acts = {"paper-moe-1b-7b": 2, "paper-dense-1b": 5}.get(preset, 6)
+    assert len(runs) == spec_acts * 3  # activations x 3 seeds, each with its size and cost
+    assert all(" params, " in line and " FLOPs" in line for line in runs)
+    assert "GPU-hours" in out
+
+
+def test_lr_sweep_picks_each_activations_best_lr_and_reports_it(tmp_path):
+    spec = small_spec(tmp_path, activations=["gelu", "relu2"], seeds=1, lr_sweep=True, lr_grid=[1e-4, 3e-3],
+                      throughput_rounds=0)
+    result = compare(spec, tmp_path / "out", say=lambda *a: None)
+    sweep = result.summary["lr_sweep"]
+    for act in ("gelu", "relu2"):
+        recs = [r for r in result.lr_records if r.activation == act]
+        best = min(recs, key=lambda r: r.val_loss)
+        assert sweep[act]["best_lr"] == best.lr
+        assert all(r.steps == 4 for r in recs)  # lr_sweep_fraction 0.5 of 8 steps
+        assert all(r.lr == best.lr for r in result.records if r.activation == act)  # main runs use it
+    report = (result.out / "REPORT.md").read_text()
+    assert "tuned per activation" in report and (result.out / "figures" / "lr_sweep.png").exists()
+
+
+def test_scaling_mode_fits_every_activation_and_scales_tokens_with_parameters(tmp_path):
+    sizes = [{"label": "d16", "model.d_model": 16}, {"label": "d24", "model.d_model": 24},
+             {"label": "d32", "model.d_model": 32}]
+    spec = small_spec(tmp_path, activations=["gelu", "relu"], seeds=2, scaling=True, scaling_sizes=sizes,
+                      throughput_rounds=0)
+    result = compare(spec, tmp_path / "out", say=lambda *a: None)
+    steps = {r.size: r.steps for r in result.records}
+    assert steps["d32"] == 8 and steps["d16"] < steps["d24"] < steps["d32"]
+    m = result.summary["scaling"]["multiplier"]["relu"]
+    assert math.isfinite(m["value"]) and m["n_seeds"] == 2
+    assert (result.out / "figures" / "scaling.png").exists()
+
+
+def test_submitit_local_executor_gives_the_same_numbers_as_the_local_path(sweep, tmp_path):
+    pytest.importorskip("submitit")
+    result, tmp = sweep
+    spec = small_spec(tmp, launcher="submitit-local", jobs=2, throughput_rounds=0)
+    other = compare(spec, tmp_path / "out", say=lambda *a: None)
+    assert [r.val_loss for r in other.records] == [r.val_loss for r in result.records]
+    assert other.summary["comparisons"]["polynorm"]["val_loss"] == result.summary["comparisons"]["polynorm"]["val_loss"]

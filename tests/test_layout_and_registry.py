@@ -123,8 +123,10 @@ def test_extra_repr():
         (lambda: PF.poly_norm(torch.ones(2, 3), torch.ones(3, 1), torch.zeros(1)), ValueError, "'weight' must have shape"),
         (lambda: PF.poly_relu(torch.ones(2, 3), torch.ones(3), torch.zeros(2)), ValueError, "'bias' must have shape"),
         (lambda: PF.poly_norm(torch.ones(2, 3), torch.ones(3), torch.zeros(1), eps=0), ValueError, "'eps' must be > 0"),
-        (lambda: PF.gated_poly_norm(torch.ones(2, 3), torch.ones(2, 4), torch.ones(3), torch.zeros(1)), ValueError, "'gate' and 'up'"),
-        (lambda: PF.poly_norm(torch.ones(2, 3), torch.ones(3), torch.zeros(1), implementation="cuda!"), ValueError, "'implementation' must be one of"),
+        (lambda: PF.gated_poly_norm(torch.ones(2, 3), torch.ones(2, 4), torch.ones(3), torch.zeros(1)),
+         ValueError, "'gate' and 'up'"),
+        (lambda: PF.poly_norm(torch.ones(2, 3), torch.ones(3), torch.zeros(1), implementation="cuda!"),
+         ValueError, "'implementation' must be one of"),
     ],
 )
 def test_bad_input_names_the_argument(make, exc, pattern):

@@ -59,6 +59,7 @@ def check_coefficients(weight, bias, x: torch.Tensor) -> None:
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"arguments '{name_a}' and '{name_b}' must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"arguments '{name_a}' and '{name_b}' must have the same shape, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"arguments '{name_a}' and '{name_b}' must be on the same device, got {a.device} and {b.device}")
