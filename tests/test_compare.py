@@ -181,7 +181,7 @@ def test_lr_sweep_picks_each_activations_best_lr_and_reports_it(tmp_path):
 def test_scaling_mode_fits_every_activation_and_scales_tokens_with_parameters(tmp_path):
     sizes = [{"label": "d16", "model.d_model": 16}, {"label": "d24", "model.d_model": 24},
              {"label": "d32", "model.d_model": 32}]
-    spec = small_spec(tmp_path, activations=["gelu", "relu"], seeds=2, scaling=True, scaling_sizes=sizes,
+    spec = small_spec(tmp_path, activations=["gelu", "relu"], seeds=2, baseline="gelu", scaling=True, scaling_sizes=sizes,
                       throughput_rounds=0)
     result = compare(spec, tmp_path / "out", say=lambda *a: None)
     steps = {r.size: r.steps for r in result.records}
