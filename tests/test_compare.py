@@ -57,23 +57,27 @@ def test_small_sweep_writes_every_file_and_tables_match_runs_csv(sweep):
 
 
 def test_paired_design_same_batches_and_shared_weights(sweep):
-    """Seed k: GELU and PolyNorm start from identical attention/embedding weights (read back
-    from their first checkpoints would need step 0; the model builder is what the trainer calls)."""
+    """Seed k: GELU and PolyNorm read the same batches and start from identical weights in
+    every tensor outside the MLPs, rebuilt from the configs the runs saved."""
+    from polycom.data import BatchSampler, prepare_data
     from polycom.models import build_model
-
-    result, _ = sweep
-    cfgs = {r.activation: r for r in result.records if r.seed == 1}
-    assert set(cfgs) == {"gelu", "polynorm"}
     from polycom.train import Config
 
-    states = {}
-    for act in cfgs:
-        plan = next(p for p in result.records if p.activation == act and p.seed == 1)
-        cfg = Config.from_dict(json.loads((result.out / "runs" / plan.run_id / "plan.json").read_text())["config"])
-        torch.manual_seed(cfg.train.seed)
+    result, _ = sweep
+    cfgs = {r.activation: Config.from_dict(json.loads((result.out / "runs" / r.run_id / "plan.json").read_text())
+                                           ["config"]) for r in result.records if r.seed == 1}
+    assert set(cfgs) == {"gelu", "polynorm"}
+    states, batches = {}, {}
+    for act, cfg in cfgs.items():
+        torch.manual_seed(cfg.train.seed)  # as the trainer does before building
         states[act] = build_model(cfg.model.build_config(256, cfg.data.seq_len)).state_dict()
+        data = prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir,
+                            log=lambda *a: None)
+        sampler = BatchSampler(data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
+        batches[act] = [sampler.micro_batch(step, 0, 0, 1, cfg.train.micro_batch_size, 1) for step in range(3)]
     shared = [k for k in states["gelu"] if "mlp" not in k]
     assert shared and all(torch.equal(states["gelu"][k], states["polynorm"][k]) for k in shared)
+    assert all(torch.equal(x, y) for x, y in zip(batches["gelu"], batches["polynorm"]))
 
 
 def test_rerun_skips_finished_runs(sweep):

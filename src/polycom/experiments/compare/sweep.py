@@ -69,12 +69,11 @@ def _prepare_data(cfg: Config, say) -> int:
 
 
 def _run_phase(plans: list[RunPlan], spec: SweepSpec, out: Path, device: str, say) -> dict[str, str]:
-    done = [0]
+    done, by_id = [0], {p.run_id: p for p in plans}
 
     def on_done(plan, state):
         done[0] += 1
-        rec = load_record(RunPlan(plan["phase"], plan["activation"], plan["seed"], plan["lr"], plan["size"],
-                                  plan["config"], plan["run_hash"]))
+        rec = load_record(by_id[plan["run_id"]])
         loss = f"val loss {rec.val_loss:.4f}" if rec.ok else rec.status + (f": {rec.error}" if rec.error else "")
         say(f"  [{done[0]}/{len(plans)}] {plan['run_id']}: {state}, {loss}")
 
