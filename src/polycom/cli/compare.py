@@ -1,0 +1,80 @@
+"""``polycom compare``: the seeded, paired activation comparison and its report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    from ..experiments.compare.spec import list_sweep_presets
+
+    p = sub.add_parser(
+        "compare", help="compare activations: seeded, paired, parameter-matched sweep with a report",
+        description="Train every activation x seed on the same data, token budget and parameter count, then "
+                    "write REPORT.md, figures, runs.csv and summary.json to --out. Rerun the same command to "
+                    "resume. KEY=VALUE overrides apply to every run, as in `polycom train`. See docs/compare.md.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    p.add_argument("--preset", default="tiny", help=f"sweep preset ({', '.join(list_sweep_presets())}) or YAML path")
+    p.add_argument("--out", help="report folder (default reports/compare-PRESET)")
+    p.add_argument("--activations", help="comma-separated registry names (default: the preset's)")
+    p.add_argument("--seeds", type=int, help="seeds per activation")
+    p.add_argument("--baseline", help="reference activation (default auto: best of relu/gelu/swiglu/relu2)")
+    p.add_argument("--data", help="corpus for every run (same as data.source=...)")
+    p.add_argument("--lr-sweep", action="store_true", help="tune each activation's LR on a grid first")
+    p.add_argument("--lr-grid", help="comma-separated LRs for --lr-sweep")
+    p.add_argument("--scaling", action="store_true", help="train at the preset's model sizes; fit loss vs compute")
+    p.add_argument("--jobs", type=int, help="runs at once (CPU threads or GPUs split between them)")
+    p.add_argument("--launcher", help="local (default), submitit (Slurm) or submitit-local")
+    p.add_argument("--throughput-rounds", type=int, help="interleaved steps per activation (0 = skip)")
+    p.add_argument("--dry-run", action="store_true", help="print every run's config, size and cost; train nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.compare.spec import SweepSpec, load_sweep_preset
+    from ..train import ConfigError
+
+    try:
+        settings = load_sweep_preset(args.preset)
+        overrides = list(settings.pop("overrides", [])) + list(args.overrides)
+        if args.data:
+            overrides.append(f"data.source={args.data}")
+        flags = {"activations": args.activations.split(",") if args.activations is not None else None,
+                 "seeds": args.seeds, "baseline": args.baseline, "lr_sweep": args.lr_sweep or None,
+                 "lr_grid": _floats(args.lr_grid, "--lr-grid") if args.lr_grid else None,
+                 "scaling": args.scaling or None, "jobs": args.jobs, "launcher": args.launcher,
+                 "throughput_rounds": args.throughput_rounds}
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        if settings.get("activations") == [""]:
+            settings["activations"] = []
+        spec = SweepSpec(overrides=overrides, **settings)
+        out = args.out or f"reports/compare-{args.preset}"
+        if args.dry_run:
+            from ..experiments.compare.dry_run import format_dry_run
+
+            print(format_dry_run(spec, out))
+            return 0
+        from ..experiments.compare.sweep import compare
+
+        result = compare(spec, out)
+    except ConfigError as e:
+        print(f"polycom compare: config error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"polycom compare: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {result.out / 'REPORT.md'}")
+    for act, c in result.summary["comparisons"].items():
+        print(f"  {act} vs {result.summary['baseline']}: {c['verdict']} "
+              f"(delta {c['val_loss']['mean_diff']:+.4f}, Holm p {c['val_loss']['p_holm']:.3g})")
+    return 0
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    from ..train import ConfigError
+
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated numbers, got {text!r}") from None

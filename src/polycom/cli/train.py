@@ -1,0 +1,68 @@
+"""``polycom train``: train one language model (single process, or under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    from ..train.config import config_help, list_presets
+
+    p = sub.add_parser(
+        "train",
+        help="train a language model (single process, or under torchrun with DDP/FSDP2)",
+        description="Train a decoder LM with a polycom activation. Settings come from a preset or YAML file, "
+                    "then KEY=VALUE overrides (e.g. model.activation=polynorm optim.lr=3e-4). "
+                    "Multi-process: torchrun --nproc_per_node N -m polycom.cli train ...",
+        epilog="config keys (defaults of the dataclasses; a preset overrides some, --dry-run shows the result):\n"
+               + config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--config", "-c", help="a YAML config file or preset name")
+    p.add_argument("--preset", choices=list_presets(), help="a packaged preset (default: tiny)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, parameter count and tokens per step, then exit")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
+    p.set_defaults(func=run)
+
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("train.resume=true")
+    try:
+        cfg = load_config(args.config or args.preset or "tiny", overrides)
+        if args.dry_run:
+            from ..train.summary import dry_run, format_dry_run
+
+            print(format_dry_run(cfg, dry_run(cfg)))
+            return 0
+        from ..train import run as train_run
+
+        metrics = train_run(cfg)
+    except ConfigError as e:
+        print(f"polycom train: config error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # DataError and other input problems: report, no traceback
+        print(f"polycom train: error: {e}", file=sys.stderr)
+        return 2
+    if metrics.status == "diverged":
+        print(f"polycom train: stopped, non-finite values at step {metrics.nan_report['step']} "
+              f"(report in {metrics.out_dir}/nan_report.json)", file=sys.stderr)
+        return 3
+    if metrics.val_loss is not None and (not metrics.info.get("world_size") or _is_main()):
+        print(f"final: step {metrics.final_step}, val loss {metrics.val_loss:.4f}, "
+              f"val bpb {metrics.val_bpb:.4f}, {metrics.tokens_per_s:,.0f} tokens/s, "
+              f"{metrics.elapsed_s:.0f}s; run folder {metrics.out_dir}")
+    return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
