@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"polycom compare: error: {e}", file=sys.stderr)
         return 2
-    print(f"report: {result.out / 'REPORT.md'}")
+    t = result.timings
+    print(f"report: {result.out / 'REPORT.md'} (runs trained {t['runs_training_s']:.0f}s in all; planning and "
+          f"report {100 * t['overhead_share']:.1f}% of that, throughput measurement {100 * t['throughput_share']:.1f}%)")
     for act, c in result.summary["comparisons"].items():
         print(f"  {act} vs {result.summary['baseline']}: {c['verdict']} "
               f"(delta {c['val_loss']['mean_diff']:+.4f}, Holm p {c['val_loss']['p_holm']:.3g})")
