@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = compare(spec, out)
     except USER_ERRORS as e:  # config, data, path and launch mistakes: one line, no traceback
-        return report("polycom compare", e, {args.preset: "--preset"})
+        return report("polycom compare", e, {args.preset: "--preset", args.out: "--out"})
     print(f"report: {result.out / 'REPORT.md'}")
     for act, c in result.summary["comparisons"].items():
         print(f"  {act} vs {result.summary['baseline']}: {c['verdict']} "
