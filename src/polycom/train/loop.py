@@ -27,11 +27,11 @@ import torch
 from ..data import BatchSampler, prepare_data
 from ..data.corpus import describe_source
 from . import distributed as D
+from . import preflight
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
-from . import preflight
 from .optim import build_optimizer, build_scheduler, describe_groups
 from .result import Eval, RunResult, peak_memory_bytes
 
