@@ -27,6 +27,7 @@ import torch
 from ..data import BatchSampler, prepare_data
 from ..data.corpus import describe_source
 from . import distributed as D
+from . import preflight
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
@@ -44,6 +45,7 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
     built model before wrapping (instrumentation, tests)."""
     cfg = load_config(config, list(overrides))
     check_paths(cfg)
+    preflight.check(cfg)  # device, launch, folders, tokenizer path: one-line errors before anything is built
     owns_group = not torch.distributed.is_initialized()
     info, device = D.init_distributed(cfg.train.device)
     try:
@@ -74,13 +76,10 @@ class Trainer:
         cfg = self.cfg
         prepare = lambda log: prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size,
                                            cfg.data.cache_dir, log=log)
-        if self.info.is_main:  # rank 0 tokenizes; the others then find everything cached
-            self.data = prepare(self.say)
-        D.barrier()
-        if not self.info.is_main:
-            self.data = prepare(lambda *a: None)
+        # Rank 0 tokenizes, the others then find everything cached; a data error is raised on every rank.
+        self.data = D.main_first(lambda main: prepare(self.say if main else lambda *a: None), self.info)
         self.train_sampler = BatchSampler(self.data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
-        self.val_sampler = BatchSampler(self.data.stream("val"), cfg.data.seq_len, shuffle=False)
+        self.val_sampler = BatchSampler.validation(self.data.stream("val"), cfg.data.seq_len)
         self.token_bytes = torch.from_numpy(self.data.tokenizer.token_byte_lengths()).to(self.device)
 
     def _setup_model(self, setup_hook) -> None:
@@ -176,7 +175,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss (nats/token) and bits per byte over the first validation windows."""
+        """Mean loss (nats/token) and bits per byte over the validation sample (the same windows every run)."""
         self.model.eval()
         mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
         # A fixed set of windows whatever the world size: eval_batches global batches.

@@ -57,8 +57,10 @@ def _check_out_folder(out: Path, key: dict) -> None:
 def _prepare_data(cfg: Config, say) -> int:
     """Tokenize once, here; check the budget fits the corpus; returns the vocabulary size."""
     from ...data import prepare_data
+    from ...train.preflight import check as preflight
 
     check_paths(cfg)
+    preflight(cfg)  # device, folders, tokenizer: one-line errors before the first data preparation
     data = prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir, log=say)
     need = cfg.train.steps * cfg.train.batch_size * (cfg.data.seq_len + 1)
     have = len(data.stream("train"))
