@@ -26,20 +26,6 @@ import importlib
 
 import torch
 
-__all__ = [
-    "compute_dtype",
-    "rms_normalize",
-    "normalized_powers",
-    "poly_relu_reference",
-    "poly_norm_reference",
-    "poly_com_reference",
-    "gated_poly_norm_reference",
-    "relu2_reference",
-    "swiglu_reference",
-    "geglu_reference",
-    "fixed_polynomial_reference",
-    "BASE_FUNCTIONS",
-]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -71,6 +57,9 @@ _FAMILY_OF = {
     "geglu_reference": "baselines",
     "fixed_polynomial_reference": "fixed_polynomials",
 }
+
+
+__all__ = ["compute_dtype", "rms_normalize", *_FAMILY_OF]
 
 
 def __getattr__(name: str):

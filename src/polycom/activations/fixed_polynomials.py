@@ -17,7 +17,7 @@ polynomials,
 each integral exact since relu(m + h t) = m + h t for t > -m / h and 0 below. On a
 symmetric interval [-a, a] (the default, a = 5): relu(x) = x / 2 + |x| / 2 with |x|
 even, so every odd coefficient above the linear one is 0, and the degree-3 fit *is*
-the degree-2 one: p(x) = 15 a / 32 + x / 2 + 15 x^2 / (32 a). The two differ on an
+the degree-2 one: p(x) = 3 a / 32 + x / 2 + 15 x^2 / (32 a). The two differ on an
 asymmetric interval.
 
 Every activation here is p(s x) for coefficients c_0..c_n (lowest power first; note:
