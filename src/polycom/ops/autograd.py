@@ -1,4 +1,4 @@
-"""``autograd.Function``s with closed-form backward, shared by every kernel set.
+"""``autograd.Function``s with closed-form backward, shared by every backend (eager, compiled, triton).
 
 What is saved for backward: the input(s) as 2-D views (no copy when the input is
 contiguous) and, for PolyNorm, r float32 numbers per row (the inverse RMS of

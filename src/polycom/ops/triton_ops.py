@@ -3,11 +3,11 @@
 Custom ops with fake (meta) implementations let ``torch.compile`` trace a model
 that uses them without graph breaks, and let FSDP/DTensor treat them as ordinary
 ops. Autograd is attached one level up, in ``autograd.py``, so the same
-``autograd.Function`` serves every kernel set. Outside tracing, the kernel set
+``autograd.Function`` serves every backend. Outside tracing, the registered kernel
 calls the launchers directly (same results, less host overhead).
 
 ``KERNELS`` maps each op name to its kernel; the family modules register them
-(``kernel_sets.register_kernel(op, "triton", module=__name__)``), and this module
+(``kernel_sets.register_kernel(op, "triton", module="polycom.ops.triton_ops")``), and this module
 is imported on first use only, so machines without Triton never import it.
 """
 
