@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from .kernel_sets import resolve_lazy_kernels
+
 IMPLEMENTATIONS = ("auto", "reference", "eager", "compiled", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # The Triton kernels hold the coefficients a_1..a_4 in registers (triton_utils); a higher
@@ -47,6 +49,7 @@ def _triton_importable() -> bool:
         raise
     except Exception:  # noqa: BLE001 - missing or broken triton: path unavailable
         return False
+    resolve_lazy_kernels()  # now, not on a kernel's first call, which may be inside a compile trace
     return True
 
 

@@ -135,15 +135,32 @@ def register_closed_form(op: str, fn: Callable, *, compile_fn: Callable | None =
     register_kernel(op, "compiled", _LazyCompiled(op, compile_fn or fn, keep))
 
 
+def resolve_lazy_kernels() -> None:
+    """Import every module a lazy kernel lives in and record its kernels.
+
+    Called when the Triton path is first found usable (``dispatch._triton_importable``),
+    outside any ``torch.compile`` trace: Dynamo cannot trace ``importlib``, and a model's
+    first call may well be a compiled one.
+    """
+    for key in list(_LAZY_KERNELS):  # empty once resolved: nothing left for a trace to import
+        _resolve(key)
+
+
+def _resolve(key: tuple[str, str]) -> Callable:
+    module = _LAZY_KERNELS[key]
+    fn = _KERNELS[key] = importlib.import_module(module).KERNELS[key[0]]
+    del _LAZY_KERNELS[key]
+    return fn
+
+
 def kernel(op: str, backend: str) -> Callable:
     """The ``backend`` kernel of ``op``; a ``ValueError`` lists what is registered."""
     fn = _KERNELS.get((op, backend))
     if fn is None:
-        module = _LAZY_KERNELS.get((op, backend))
-        if module is None:
+        if (op, backend) not in _LAZY_KERNELS:
             _check_backend(backend)
             raise ValueError(f"no {backend!r} kernel registered for op {op!r}; registered: {registered_kernels()}")
-        fn = _KERNELS[(op, backend)] = importlib.import_module(module).KERNELS[op]
+        fn = _resolve((op, backend))
     return fn
 
 
