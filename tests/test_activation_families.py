@@ -15,16 +15,17 @@ from polycom.models import build_model, model_config
 from polycom.models import mlp as mlp_module
 from polycom.models.mlp import MLP_KINDS, MLPKind, build_mlp, matched_hidden, mlp_kind, register_mlp_kind
 from polycom.ops import closed_form as cf
-from polycom.ops import kernel_sets
+from polycom.ops import dispatch, kernel_sets
 
 # A family written the way docs/models.md says: one file, nothing else edited.
 FAMILY_SOURCE = '''
-"""ReGLU, relu(gate) * up (Shazeer 2020), as a test family."""
+"""ReGLU, relu(gate) * up (Shazeer 2020), as a test family with a fast path."""
 
 import torch
 from torch import nn
 
-from polycom.ops.kernel_sets import register_closed_form
+from polycom.ops import dispatch
+from polycom.ops.kernel_sets import kernel, register_closed_form
 from polycom.registry import register_activation
 
 
@@ -32,23 +33,56 @@ def reglu_reference(gate, up):
     return torch.relu(gate) * up
 
 
+def reglu_forward(gate, up):
+    return torch.relu(gate) * up
+
+
+def reglu_backward(grad_y, gate, up):
+    return grad_y * (gate > 0) * up, grad_y * torch.relu(gate)
+
+
+class ReGLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate, up, impl):
+        ctx.save_for_backward(gate, up)
+        ctx.impl = impl
+        return kernel("test_reglu_forward", impl)(gate, up)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        gate, up = ctx.saved_tensors
+        return (*kernel("test_reglu_backward", ctx.impl)(grad_y, gate, up), None)
+
+
 class ReGLU(nn.Module):
+    def __init__(self, implementation="auto"):
+        super().__init__()
+        self.implementation = implementation
+
     def forward(self, gate, up):
-        return reglu_reference(gate, up)
+        return dispatch.call("test_reglu", self.implementation, 1, gate, up)
 
 
-register_closed_form("test_reglu_forward", reglu_reference)
+register_closed_form("test_reglu_forward", reglu_forward)
+register_closed_form("test_reglu_backward", reglu_backward)
+dispatch.register_op("test_reglu", reference=reglu_reference, function=ReGLUFunction)
 register_activation("test_reglu", ReGLU, gated=True, description="relu(gate) * up",
                     paper="Shazeer 2020, GLU Variants Improve Transformer")
 '''
 
 
 @pytest.fixture
-def clean_registries(monkeypatch):
-    """Registrations made by a test vanish with it."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(mlp_module, "MLP_KINDS", dict(MLP_KINDS))
-    monkeypatch.setattr(kernel_sets, "_KERNELS", dict(kernel_sets._KERNELS))
+def clean_registries():
+    """Registrations made by a test (every name starts with "test_") vanish with it.
+
+    The tables are cleaned in place, not swapped for copies: a test may also resolve the
+    lazy Triton kernels, and those entries must stay for the tests that follow.
+    """
+    yield
+    tables = [registry._REGISTRY, mlp_module.MLP_KINDS, kernel_sets._KERNELS, kernel_sets._LAZY_KERNELS, dispatch._OPS]
+    for table in tables:
+        for key in [k for k in table if (k[0] if isinstance(k, tuple) else k).startswith("test_")]:
+            del table[key]
 
 
 def _import_family(tmp_path, monkeypatch, name, source):
@@ -70,10 +104,11 @@ def test_a_family_in_one_file_registers_builds_and_is_width_matched(tmp_path, mo
     assert "test_reglu" in polycom.list_activations(gated=True)
     info = polycom.activation_info("test_reglu")
     assert info.mlp_kind == "gated" and info.paper.startswith("Shazeer")
-    assert kernel_sets.kernel("test_reglu_forward", "eager") is family.reglu_reference
+    assert kernel_sets.kernel("test_reglu_forward", "eager") is family.reglu_forward
 
     torch.manual_seed(0)
-    dense = build_model(model_config("debug", activation="test_reglu"))
+    eager = {"implementation": "eager"}  # the compiled path is checked below, once
+    dense = build_model(model_config("debug", activation="test_reglu", activation_kwargs=eager))
     relu = build_model(model_config("debug", activation="relu"))
     ids = torch.randint(0, 256, (2, 8))
     assert torch.isfinite(dense(ids).logits).all()
@@ -85,10 +120,31 @@ def test_a_family_in_one_file_registers_builds_and_is_width_matched(tmp_path, mo
     want = block.down_proj(torch.relu(block.gate_proj(x)) * block.up_proj(x))  # the gated layout by hand
     torch.testing.assert_close(block(x), want, rtol=0, atol=0)
 
-    moe = build_model(model_config("debug-moe", activation="test_reglu"))
+    moe = build_model(model_config("debug-moe", activation="test_reglu", activation_kwargs=eager))
     moe_relu = build_model(model_config("debug-moe", activation="relu"))
     assert torch.isfinite(moe(ids).logits).all()
     assert abs(_mlp_weights(moe) - _mlp_weights(moe_relu)) <= 0.01 * _mlp_weights(moe_relu)
+
+
+def test_a_family_fast_path_runs_through_the_tables(tmp_path, monkeypatch, clean_registries):
+    family = _import_family(tmp_path, monkeypatch, "reglu_family", FAMILY_SOURCE)
+    # The compiled backend is torch.compile of the same function (compiling it here would take
+    # ~35 s on a 2-core CPU; the compiled wrapper itself is exercised by test_ops.py).
+    assert kernel_sets.kernel("test_reglu_forward", "compiled").fn is family.reglu_forward
+    torch.manual_seed(0)
+    gate, up, g = torch.randn(3, 4, 8, dtype=torch.float64).unbind(0)
+    # Independent expectation: relu(gate) * up and its gradients, typed out.
+    want_y, want_ggate, want_gup = gate.clamp(min=0) * up, g * (gate > 0).double() * up, g * gate.clamp(min=0)
+    for impl in ("reference", "eager"):
+        act = polycom.get_activation("test_reglu", implementation=impl)
+        leaves = [gate.clone().requires_grad_(True), up.clone().requires_grad_(True)]
+        y = act(*leaves)
+        y.backward(g)
+        # Elementwise products in float64: one rounding each, the same on every path.
+        torch.testing.assert_close(y, want_y, rtol=1e-15, atol=0)
+        torch.testing.assert_close(leaves[0].grad, want_ggate, rtol=1e-15, atol=0)
+        torch.testing.assert_close(leaves[1].grad, want_gup, rtol=1e-15, atol=0)
+        assert (y.grad_fn.name() == "ReGLUFunctionBackward") == (impl != "reference")
 
 
 class _Bilinear(torch.nn.Module):

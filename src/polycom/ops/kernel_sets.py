@@ -142,14 +142,13 @@ def resolve_lazy_kernels() -> None:
     outside any ``torch.compile`` trace: Dynamo cannot trace ``importlib``, and a model's
     first call may well be a compiled one.
     """
-    for key in list(_LAZY_KERNELS):  # empty once resolved: nothing left for a trace to import
-        _resolve(key)
+    for key in _LAZY_KERNELS:
+        if key not in _KERNELS:  # once resolved, nothing is left for a trace to import
+            _resolve(key)
 
 
 def _resolve(key: tuple[str, str]) -> Callable:
-    module = _LAZY_KERNELS[key]
-    fn = _KERNELS[key] = importlib.import_module(module).KERNELS[key[0]]
-    del _LAZY_KERNELS[key]
+    fn = _KERNELS[key] = importlib.import_module(_LAZY_KERNELS[key]).KERNELS[key[0]]
     return fn
 
 
