@@ -3,8 +3,12 @@
     cfg = load_config("tiny", ["model.activation=polynorm", "optim.lr=3e-4"])
 
 Every field carries its help text (``polycom train --help`` prints them all).
-Each section validates itself at construction and every error names the full
-key (``optim.lr``), so a bad config fails before any data or model is touched.
+The ``model`` section is derived from ``polycom.models.ModelConfig``'s fields, so
+a model setting is declared once. OmegaConf does the parsing: the dataclass tree
+is its structured schema, the YAML file and the overrides are merged onto it
+(type-checked per field), and ``to_object`` builds the dataclasses. The tree
+validates itself at construction and every error names the full key
+(``optim.lr``), so a bad config fails before any data or model is touched.
 The checks that need the file system (does ``data.source`` exist?) run in
 ``check_paths``, called by the trainer before it starts.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import types
@@ -58,10 +63,12 @@ def _section_annotation(tp):
     return Optional[base]
 
 
-def _model_section_fields() -> list:
-    hints = typing.get_type_hints(ModelConfig)
+def model_section_fields(model_config_cls: type = ModelConfig) -> list:
+    """``make_dataclass`` fields of the model section: ``preset``, then one optional field per
+    field of ``model_config_cls`` with its help text."""
+    hints = typing.get_type_hints(model_config_cls)
     out = [("preset", str, _f("tiny", "model preset from polycom.models.PRESETS"))]
-    for f in dataclasses.fields(ModelConfig):
+    for f in dataclasses.fields(model_config_cls):
         note = f"None = {_NONE_MEANS.get(f.name, 'the preset value')}"
         out.append((f.name, _section_annotation(hints[f.name]), _f(None, f"{f.metadata['help']}; {note}")))
     return out
@@ -94,7 +101,7 @@ def _build_config(self, vocab_size: int | None = None, seq_len: int | None = Non
 
 # One field per ModelConfig field (plus the preset), so a new ModelConfig field is one edit.
 ModelSection = dataclasses.make_dataclass(
-    "ModelSection", _model_section_fields(),
+    "ModelSection", model_section_fields(),
     namespace={"__module__": __name__, "overrides": _overrides, "build_config": _build_config,
                "__doc__": "Maps onto ``polycom.models.ModelConfig``: a preset plus field overrides "
                           "(None = the preset's value)."})
@@ -255,13 +262,19 @@ def check_paths(cfg: Config) -> None:
 
 # --- parsing: OmegaConf merges the layers onto the typed tree ---------------------
 
+@functools.cache
+def _schema() -> DictConfig:
+    """The typed tree with the dataclass defaults (built once: OmegaConf.structured is slow)."""
+    return OmegaConf.structured(Config)
+
+
 def _build(layers: list) -> Config:
     """Merge ``layers`` (dicts or OmegaConf nodes, later wins) onto the dataclass tree, type-checked
     by OmegaConf, then build the dataclasses (which validate the values)."""
     for layer in layers:
         _check_sections(layer, Config, "")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), *layers)
+        merged = OmegaConf.merge(_schema(), *layers)  # merge copies: the cached schema stays as it is
         return OmegaConf.to_object(merged)
     except ConfigKeyError as e:
         raise ConfigError(_unknown_key_message(e.full_key or str(e.key))) from None
