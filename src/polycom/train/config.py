@@ -49,8 +49,13 @@ def _f(default, help: str):
 
 # --- the model section, derived from ModelConfig ---------------------------------
 
-# What None means for the fields the trainer fills in itself (every other field: the preset's value).
-_NONE_MEANS = {"vocab_size": "the tokenizer's vocabulary size", "max_seq_len": "data.seq_len"}
+# How the section reads a field where that differs from "set: replaces the preset's value; unset
+# (null): the preset's value".
+_SECTION_NOTES = {
+    "vocab_size": "unset (null): the tokenizer's vocabulary size",
+    "max_seq_len": "unset (null): data.seq_len",
+    "moe": "a mapping of MoEConfig fields merged into the preset's (e.g. {top_k: 1}); unset (null): the preset's",
+}
 
 
 def _section_annotation(tp):
@@ -69,7 +74,7 @@ def model_section_fields(model_config_cls: type = ModelConfig) -> list:
     hints = typing.get_type_hints(model_config_cls)
     out = [("preset", str, _f("tiny", "model preset from polycom.models.PRESETS"))]
     for f in dataclasses.fields(model_config_cls):
-        note = f"None = {_NONE_MEANS.get(f.name, 'the preset value')}"
+        note = _SECTION_NOTES.get(f.name, "unset (null): the preset's value")
         out.append((f.name, _section_annotation(hints[f.name]), _f(None, f"{f.metadata['help']}; {note}")))
     return out
 
