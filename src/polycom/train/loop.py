@@ -86,7 +86,7 @@ class Trainer:
         from ..models import build_model
 
         cfg, dev = self.cfg, self.device
-        self.model_config = cfg.model.build_config(self.data.tokenizer.vocab_size, cfg.data.seq_len)
+        self.model_config = cfg.model_config(self.data.tokenizer.vocab_size)
 
         def build():
             torch.manual_seed(cfg.train.seed)  # same init on every rank, and on meta or not
