@@ -18,6 +18,10 @@ from polycom.cli import main
 from polycom.models import build_model, model_config
 from polycom.train import load_config, run
 
+# The closed-form eager PolyNorm path: the default CPU path compiles (tens of seconds on a busy
+# 2-core machine) and these tests are about the analysis, not the kernels.
+EAGER = {"implementation": "eager"}
+
 # --- effective rank (Roy & Vetterli 2007) ------------------------------------------
 
 
@@ -68,7 +72,7 @@ def test_cosine_similarity_of_identical_states_is_1_and_of_orthogonal_is_0():
 
 def test_hidden_states_are_the_embeddings_and_each_block_output():
     torch.manual_seed(0)
-    model = build_model(model_config("debug", activation="polynorm", n_layers=3)).eval()
+    model = build_model(model_config("debug", activation="polynorm", n_layers=3, activation_kwargs=EAGER)).eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 10))
     states = hidden_states(model, ids)
     with torch.no_grad():  # the forward written out
@@ -88,7 +92,7 @@ def test_hidden_states_are_the_embeddings_and_each_block_output():
 
 def test_matrices_and_coefficients_of_a_moe_model_are_found_per_expert():
     cfg = model_config("debug", activation="polynorm", n_layers=2,
-                       moe={"num_experts": 3, "top_k": 1, "coefficients": "per_expert"})
+                       moe={"num_experts": 3, "top_k": 1, "coefficients": "per_expert"}, activation_kwargs=EAGER)
     model = build_model(cfg)
     kinds = [(m.layer, m.kind, m.expert) for m in weight_matrices(model)]
     for layer in (0, 1):
@@ -135,7 +139,8 @@ def test_a_model_without_mlp_activations_is_a_clear_error():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analyze")
-    args = ["model.preset=debug", "model.activation=polynorm", "model.n_layers=3", "data.tokenizer=byte",
+    args = ["model.preset=debug", "model.activation=polynorm", "model.n_layers=3", "model.d_model=32",
+            "model.n_heads=2", "model.activation_kwargs={implementation: eager}", "data.tokenizer=byte",
             "data.max_documents=200", f"data.cache_dir={tmp / 'cache'}", "data.seq_len=32", "train.batch_size=4",
             "train.micro_batch_size=4", "train.steps=6", "train.eval_every=0", "train.checkpoint_every=2",
             "train.keep_checkpoints=3", "train.eval_batches=1", "train.progress=false", "optim.lr=3e-2",

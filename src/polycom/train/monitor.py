@@ -31,6 +31,7 @@ Only the main rank monitors, on its own micro-batches.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -45,14 +46,24 @@ QUANTITIES = ("pre", "post")
 
 
 def tensor_stats(x: torch.Tensor) -> torch.Tensor:
-    """[sum of squares, number of finite entries, max |x|, number of non-finite entries] (float32)
-    over the finite entries of ``x``; stays on x's device (no host sync)."""
+    """[max |x|, sum of (x / max |x|)^2, finite entries, non-finite entries] over the finite entries
+    of ``x``, in float32 and on x's device (no host sync). Squares are taken after dividing by the
+    maximum, so a float32 sum of squares cannot overflow however large the activations get."""
     x = x.detach().float()
     finite = torch.isfinite(x)
-    xf = torch.where(finite, x, torch.zeros((), device=x.device))
+    xf = torch.where(finite, x, torch.zeros((), device=x.device)).abs()
+    peak = xf.amax() if x.numel() else xf.sum()
     n_finite = finite.sum().float()
-    return torch.stack([xf.square().sum(), n_finite, xf.abs().amax() if x.numel() else xf.sum(),
+    return torch.stack([peak, (xf / peak.clamp_min(torch.finfo(torch.float32).tiny)).square().sum(), n_finite,
                         x.numel() - n_finite])
+
+
+def _combine(calls: list[list[float]]) -> tuple[float, float, float]:
+    """(rms, max, non-finite fraction) of one tensor seen over several calls, in float64 on the host."""
+    peak = max(c[0] for c in calls)
+    sum_sq = sum(c[1] * c[0] ** 2 for c in calls)  # inf only beyond float64's range
+    n, bad = sum(c[2] for c in calls), sum(c[3] for c in calls)
+    return math.sqrt(sum_sq / n) if n else math.nan, peak, bad / (n + bad) if n + bad else 0.0
 
 
 def _first(t):
@@ -98,12 +109,11 @@ class ActivationMonitor:
         if not self.sums:
             return None, []
         keys = list(self.sums)
-        stacked = torch.stack([torch.stack(self.sums[k]) for k in keys])  # (keys, calls, 4)
-        sq, n, mx, bad = stacked[..., 0].sum(1), stacked[..., 1].sum(1), stacked[..., 2].amax(1), stacked[..., 3].sum(1)
-        values = torch.stack([(sq / n.clamp_min(1)).sqrt(), mx, bad / (n + bad).clamp_min(1)], 1).tolist()  # one sync
+        stats = torch.stack([torch.stack(self.sums[k]) for k in keys]).tolist()  # (keys, calls, 4): one sync
         record: dict = {"kind": "monitor", "step": self.step}
-        for k, (rms, mx_, frac) in zip(keys, values):
-            record.update({f"{k}_rms": rms, f"{k}_max": mx_, f"{k}_nonfinite": frac})
+        for k, calls in zip(keys, stats):
+            rms, peak, frac = _combine(calls)
+            record.update({f"{k}_rms": rms, f"{k}_max": peak, f"{k}_nonfinite": frac})
         return record, self._warnings(record)
 
     def _warnings(self, record: dict) -> list[str]:
