@@ -200,3 +200,42 @@ def test_polycom_analyze_rejects_bad_paths_and_unreachable_data(tiny_run, tmp_pa
     assert main(["analyze", str(ckpt), "--no-similarity"]) == 0  # ranks and coefficients need no data
     result = json.loads((ckpt / "analysis" / "analysis.json").read_text())
     assert "similarity" not in result and result["coefficient_trajectory"]["steps"] == [6]
+
+
+def test_compare_report_section_sets_rank_and_similarity_side_by_side(tiny_run, tmp_path):
+    """The sweep's analysis section, on a fake two-activation sweep whose four runs are the tiny run
+    (so every paired difference is 0 and no claim can be significant)."""
+    from types import SimpleNamespace
+
+    from polycom.experiments.compare import inside
+    from polycom.experiments.compare.records import RunRecord
+
+    (tmp_path / "runs").mkdir()
+    records = []
+    for act in ("gelu", "polynorm"):
+        for seed in (0, 1):
+            run_id = f"{act}-s{seed}"
+            (tmp_path / "runs" / run_id).symlink_to(tiny_run, target_is_directory=True)
+            records.append(RunRecord(run_id, "main", act, "base", seed, 1e-3, "completed", 6, "h", final_step=6,
+                                     val_loss=1.0))
+    result = SimpleNamespace(out=tmp_path, records=records, summary={"main_size": "base", "baseline": "gelu"})
+    (tmp_path / "figures").mkdir()
+    lines = inside.section(result, tmp_path / "figures")
+    summary = json.loads((tmp_path / "inside.json").read_text())
+    state = load_file(str(tiny_run / "checkpoints" / "step_00000006" / "model.safetensors"))
+    matrices = [v.numpy() for k, v in state.items() if k.split(".")[-2].endswith("proj")]
+    assert len(matrices) == 18
+    ratio = np.mean([_np_effective_rank(w) / min(w.shape) for w in matrices])
+    attention = np.mean([_np_effective_rank(v.numpy()) for k, v in state.items() if k.split(".")[-2] in
+                         ("q_proj", "k_proj", "v_proj", "o_proj")])
+    for act in ("gelu", "polynorm"):
+        d = summary["per_activation"][act]
+        assert d["rank_ratio"]["values"] == pytest.approx([ratio, ratio], rel=1e-9)
+        assert d["rank_attention"]["mean"] == pytest.approx(attention, rel=1e-9)
+        assert d["similarity"]["n"] == 2
+    assert summary["comparisons"]["polynorm"]["similarity"]["mean_diff"] == 0.0
+    assert summary["comparisons"]["polynorm"]["rank_ratio"]["claim"].startswith("not significant")
+    assert "gelu" not in summary["comparisons"]  # only PolyCom activations are tested against the baseline
+    text = "\n".join(lines)
+    assert "| gelu (baseline) |" in text and "polynorm vs gelu" in text
+    assert (tmp_path / "figures" / "inside.png").stat().st_size > 0
