@@ -8,7 +8,12 @@ One model and optimizer; every round runs one train step of each variant, in tur
 - monitored step: ``monitor_every=1`` (hooks on every MLP activation, statistics, one host sync).
 
 Prints the median step time and the median of the per-round ratios to "no monitor". The off path must stay
-under 2% of a step (the monitor installs nothing on those steps).
+under 2% of a step (the monitor installs nothing on those steps); its own cost, the begin/end calls
+alone, is also timed over many calls and printed as a share of the step.
+
+Clock: on CPU the process's CPU time (``time.process_time``, all threads), so a shared, overloaded
+machine that takes the CPU away from the process between steps does not enter the ratios; on CUDA
+wall time with a device sync around each step. ``--clock wall`` forces wall time.
 
     python benchmarks/bench_monitor.py                   # CPU, "tiny" preset
     python benchmarks/bench_monitor.py --device cuda --preset small --batch 16 --seq 1024
@@ -19,16 +24,44 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import random
 import statistics
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Report, machine_description, markdown_table, time_round_robin_samples  # noqa: E402
+from harness import Report, machine_description, markdown_table, sync  # noqa: E402
 
 from polycom.models import build_model, model_config  # noqa: E402
 from polycom.train.monitor import ActivationMonitor  # noqa: E402
+
+
+def round_robin(fns: dict, device: torch.device, rounds: int, clock, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each function by ``clock``, interleaved in a shuffled order each round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples, order, shuffler = {name: [] for name in fns}, list(fns), random.Random(0)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            sync(device)
+            start = clock()
+            fns[name]()
+            sync(device)
+            samples[name].append(clock() - start)
+    return samples
+
+
+def off_path_seconds(monitor: ActivationMonitor, step: int, calls: int = 100_000) -> float:
+    """Seconds per step of the trainer's two monitor calls on an unmonitored step."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        monitor.begin(step)
+        monitor.end(_NoLog(), write=None)
+    return (time.perf_counter() - start) / calls
 
 
 class _NoLog:
@@ -44,6 +77,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--clock", choices=("auto", "process", "wall"), default="auto")
     p.add_argument("--output")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -76,7 +110,11 @@ def main(argv=None):
         "unmonitored step (monitor_every=1000)": with_monitor(ActivationMonitor(model, 1000), 7),
         "monitored step (monitor_every=1)": with_monitor(ActivationMonitor(model, 1, growth_factor=float("inf")), 1),
     }
-    samples = time_round_robin_samples(variants, device, args.rounds, warmup=3)
+    use_process = args.clock == "process" or (args.clock == "auto" and device.type == "cpu")
+    clock = time.process_time if use_process else time.perf_counter
+    samples = round_robin(variants, device, args.rounds, clock)
+    off_calls = {"monitor_every=0": off_path_seconds(ActivationMonitor(model, 0), 1),
+                 "monitor_every=1000, step 7": off_path_seconds(ActivationMonitor(model, 1000), 7)}
     base = samples["no monitor"]
     rows = []
     for name, s in samples.items():
@@ -87,8 +125,12 @@ def main(argv=None):
     report = Report(args.output)
     report.add(f"Machine: {machine_description(device)}. Date: {datetime.date.today()}. Preset {args.preset} "
                f"({args.activation}, {cfg.n_layers} layers), batch {args.batch} x seq {args.seq}"
-               f"{', bf16 autocast' if bf16 else ''}; median of {args.rounds} interleaved train steps.\n\n"
+               f"{', bf16 autocast' if bf16 else ''}; median of {args.rounds} interleaved train steps, "
+               f"{'process CPU time' if use_process else 'wall time'}.\n\n"
                + markdown_table(["variant", "ms/step", "vs no monitor (median of per-round ratios)", "IQR of the ratios"], rows))
+    step_s = statistics.median(samples["no monitor"])
+    report.add("Off-path calls alone (begin + end on unmonitored steps, 100,000 calls, wall time): "
+               + "; ".join(f"{k}: {v * 1e6:.2f} us per step = {v / step_s:.5%} of a step" for k, v in off_calls.items()))
     report.write()
 
 

@@ -202,6 +202,7 @@ def test_polycom_analyze_rejects_bad_paths_and_unreachable_data(tiny_run, tmp_pa
     assert "similarity" not in result and result["coefficient_trajectory"]["steps"] == [6]
 
 
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, on identical seeds by design
 def test_compare_report_section_sets_rank_and_similarity_side_by_side(tiny_run, tmp_path):
     """The sweep's analysis section, on a fake two-activation sweep whose four runs are the tiny run
     (so every paired difference is 0 and no claim can be significant)."""

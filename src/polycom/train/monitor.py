@@ -172,6 +172,7 @@ def plot_monitor(metrics: Path, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r["step"] for r in records]
     layers = [k[: -len("/post_rms")] for k in records[0] if k.endswith("/post_rms")]
@@ -182,6 +183,7 @@ def plot_monitor(metrics: Path, path: Path) -> Path | None:
             ax.plot(steps, y, "o-", ms=3, color=plt.cm.viridis(i / max(1, len(layers) - 1)), label=layer)
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{q}-activation RMS per MLP layer", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("RMS (finite entries)")
