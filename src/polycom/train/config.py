@@ -168,6 +168,7 @@ class TrainSection:
     tensorboard: bool = _f(False, "also write TensorBoard events to out_dir/tb")
     progress: bool = _f(True, "show a progress bar")
     nan_guard: bool = _f(True, "stop on a non-finite loss or gradient and report the first bad layer")
+    monitor_every: int = _f(0, "log MLP pre/post-activation RMS, max and non-finite share every N steps (0 = off)")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_chec
 from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
+from .monitor import ActivationMonitor
 from .optim import build_optimizer, build_scheduler, describe_groups
 from .result import Eval, RunResult, peak_memory_bytes
 
@@ -237,12 +238,15 @@ class Trainer:
         bar = ProgressBar(t.steps, start, t.progress and self.info.is_main, quiet=not self.info.is_main)
         prefetch = _Prefetcher(self._micro_batch, self.accum)
         step_times, t_start = [], time.perf_counter()
+        monitor = ActivationMonitor(self.raw_model, t.monitor_every, enabled=self.info.is_main)  # escaping activations
         step = start
         try:
             for step in range(start, end):
                 t0 = time.perf_counter()
+                monitor.begin(step + 1)  # monitor: hooks on monitored steps only
                 record = self.train_step(step, prefetch.get)
                 dt = time.perf_counter() - t0
+                monitor.end(logger, bar.write)  # monitor: log the step's statistics and warnings
                 step_times.append(dt)
                 if "report" in record:
                     result.update(self._diverged(record["report"], logger, bar))
@@ -271,6 +275,7 @@ class Trainer:
         logger.log({"kind": "summary", "step": result["final_step"],
                     **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
         logger.close()
+        monitor.finish(self.out_dir)  # monitor: monitor.png
         run_result = _to_result(result)
         if self.info.is_main:
             (self.out_dir / "summary.json").write_text(json.dumps(run_result.to_dict(), indent=1, default=str))
