@@ -11,7 +11,7 @@ from .coefficients import activation_coefficients, coefficient_trajectory
 from .rank import effective_rank, matrix_ranks, rank_summary
 from .report import analyze, analyze_model
 from .similarity import consecutive_similarity, cosine_similarity_matrix, hidden_states
-from .structure import AnalysisError, mlp_activations, weight_matrices
+from ..models.structure import AnalysisError, mlp_activations, weight_matrices
 
 __all__ = ["analyze", "analyze_model", "effective_rank", "matrix_ranks", "rank_summary", "hidden_states",
            "cosine_similarity_matrix", "consecutive_similarity", "activation_coefficients",

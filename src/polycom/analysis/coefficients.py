@@ -14,7 +14,7 @@ import re
 from torch import nn
 
 from ..activations import GatedPolyNorm, PolyCom
-from .structure import layer_of, mlp_activations
+from ..models.structure import layer_of, mlp_activations
 
 __all__ = ["activation_coefficients", "coefficient_trajectory"]
 

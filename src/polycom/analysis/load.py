@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import Config, ConfigError, check_paths, load_config
-from .structure import AnalysisError
+from ..models.structure import AnalysisError
 
 __all__ = ["RunFiles", "resolve_run", "load_model", "validation_inputs"]
 

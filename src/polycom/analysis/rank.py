@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .structure import Matrix, weight_matrices
+from ..models.structure import Matrix, weight_matrices
 
 __all__ = ["effective_rank", "matrix_ranks", "rank_summary"]
 

@@ -24,7 +24,7 @@ from .coefficients import activation_coefficients, coefficient_trajectory
 from .load import checkpoint_step, load_model, resolve_run, validation_inputs
 from .rank import matrix_ranks, rank_summary
 from .similarity import consecutive_similarity, cosine_similarity_matrix, hidden_states
-from .structure import mlp_activations
+from ..models.structure import mlp_activations
 
 __all__ = ["analyze_model", "analyze", "default_out_dir"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .structure import find_blocks
+from ..models.structure import find_blocks
 
 __all__ = ["hidden_states", "cosine_similarity_matrix", "consecutive_similarity"]
 

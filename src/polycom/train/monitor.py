@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..analysis.structure import mlp_activations
+from ..models.structure import mlp_activations
 from .config import ConfigError
 
 __all__ = ["ActivationMonitor", "tensor_stats", "plot_monitor"]

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import AnalysisError
+
 __all__ = ["AnalysisError", "Matrix", "MlpActivation", "MATRIX_KINDS", "weight_matrices", "mlp_activations",
            "find_blocks"]
-
-
-class AnalysisError(ValueError):
-    """A model or path the analysis cannot read; the message says what was expected."""
 
 
 # Last name component -> matrix kind. w1/w2/w3 are Mixtral's expert names (gate, down, up).
