@@ -32,7 +32,7 @@ class RateSpec:
     dims: tuple = (1, 4)
     widths: tuple = (4, 8, 16, 32)
     seeds: int = 3
-    fit: FitSettings = field(default_factory=lambda: FitSettings(depth=1, steps=100, n_train=512, n_test=1024))
+    fit: FitSettings = field(default_factory=lambda: FitSettings(depth=1, steps=100, n_train=384, n_test=1024))
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def width_activation(name: str) -> nn.Module:
         return LOCAL_ACTIVATIONS[name]()
     info = activation_info(name)
     if info.gated:
-        raise ValueError(f"--width-activations: {name!r} is gated; the width study uses a plain "
+        raise ValueError(f"--ntk-activations: {name!r} is gated; the width study uses a plain "
                          f"one-hidden-layer network (valid: {', '.join(LOCAL_ACTIVATIONS)} or a plain activation)")
     act = info.build().to(torch.float64)
     for p in act.parameters():
