@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 __all__ = ["write_rates", "write_theory", "write_width", "format_slope"]
 
@@ -109,6 +110,11 @@ def _plot_rates(result: dict, spec, path: Path) -> Path:
                             label=f"theory -n/d = {slope['predicted']:.2f}")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            # the first activation's sizes as x ticks: a short log range's minor labels collide
+            sizes = sorted({f["params"] for f in result["fits"]
+                            if (f["target"], f["dim"], f["activation"]) == (target, d, spec.activations[0])})
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(sizes, [str(s) for s in sizes], fontsize=7)
             ax.set_title(f"{target}, d = {d}", fontsize=10)
             ax.set_xlabel("parameters")
             ax.set_ylabel("test RMSE")
