@@ -5,9 +5,10 @@ seed (float64 on CPU): the seed sets the initial weights and the training inputs
 held-out test inputs are the same for every seed and activation. The error reported
 is the test RMSE, sqrt(mean((f(x) - y)^2)) over ``n_test`` fresh points.
 
-L-BFGS (strong Wolfe line search, memory 50) rather than Adam: at these sizes it
-gets much closer to the best network of a given size in the same wall time, and the
-approximation rate is only visible where optimisation error is small.
+L-BFGS (strong Wolfe line search, memory 50) rather than Adam: its line search sets
+the step, so no learning rate has to be tuned per activation and width, which would
+otherwise be a hidden per-activation advantage. The rate is only visible where
+optimisation error is small; docs/approx.md says where it is not.
 """
 
 from __future__ import annotations

@@ -70,12 +70,8 @@ def write_rates(result: dict, spec, out: Path) -> list[Path]:
                     f"{_num(s['predicted'])} | {s['seeds']} | {s['failed_fits']} |")
     md = out / "rates.md"
     md.write_text("# Test RMSE vs parameter count\n\n" + _rates_preamble(spec) + "\n".join(rows) + "\n")
-    _json({"settings": _spec_dict(spec), **result}, out / "rates.json")
+    _json({"settings": asdict(spec), **result}, out / "rates.json")
     return [md, out / "rates.json", _plot_rates(result, spec, out / "rates.png")]
-
-
-def _spec_dict(spec) -> dict:
-    return asdict(spec)
 
 
 def _rates_preamble(spec) -> str:
