@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
+from .width import PREDICTED_SLOPES  # noqa: E402
+
 __all__ = ["write_rates", "write_theory", "write_width", "format_slope"]
 
 
@@ -175,7 +177,7 @@ def _plot_width(result: dict, spec, path: Path) -> Path:
             means = [np.exp(np.mean([np.log(p[q]) for p in pts if p["width"] == w])) for w in widths]
             slope = next(r for r in result["slopes"] if r["activation"] == act and r["quantity"] == q)
             ax.plot(widths, means, "-o", ms=4, color=f"C{i}", label=f"{act} (slope {_num(slope['mean'], '.2f')})")
-        predicted = -1.0 if q == "rel_change_ntk" else -0.5
+        predicted = PREDICTED_SLOPES[q]
         w = np.array([min(spec.widths), max(spec.widths)], float)
         first = np.mean([p[q] for p in result["points"] if p["width"] == min(spec.widths)])
         ax.plot(w, first * (w / w[0]) ** predicted, "k--", lw=1, label=f"theory slope {predicted:g}")

@@ -17,7 +17,7 @@ from ...registry import list_activations
 from .fit import FitSettings, fit_one
 from .rates import fit_slopes, predicted_slope
 from .targets import get_target, list_targets
-from .width import LOCAL_ACTIVATIONS, WidthSettings, measure_width, width_activation
+from .width import LOCAL_ACTIVATIONS, PREDICTED_SLOPES, WidthSettings, measure_width, width_activation
 
 __all__ = ["RateSpec", "WidthSpec", "quick", "validate_rates", "validate_width", "run_rates", "run_width",
            "run_theory", "slopes_from_fits", "MAX_DIM"]
@@ -169,7 +169,7 @@ def _run_width(spec: WidthSpec, progress) -> dict:
         progress(f"  width: {act} done ({time.perf_counter() - start:.0f} s)")
     slopes = []
     for act in spec.activations:
-        for quantity, predicted in (("rel_change_u", -0.5), ("rel_change_v", -0.5), ("rel_change_ntk", -1.0)):
+        for quantity, predicted in PREDICTED_SLOPES.items():
             per_seed = {}
             for p in sorted((p for p in points if p.activation == act), key=lambda p: p.width):
                 per_seed.setdefault(p.seed, ([], []))

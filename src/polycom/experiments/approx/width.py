@@ -29,7 +29,11 @@ from torch import nn
 
 from ...registry import activation_info
 
-__all__ = ["WidthSettings", "WidthPoint", "LOCAL_ACTIVATIONS", "width_activation", "measure_width"]
+__all__ = ["WidthSettings", "WidthPoint", "LOCAL_ACTIVATIONS", "PREDICTED_SLOPES", "width_activation",
+           "measure_width"]
+
+# The theory's log-log slopes vs width (module docstring): weights W^(-1/2), NTK W^(-1).
+PREDICTED_SLOPES = {"rel_change_u": -0.5, "rel_change_v": -0.5, "rel_change_ntk": -1.0}
 
 
 class _Power(nn.Module):
