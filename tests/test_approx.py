@@ -164,7 +164,7 @@ def test_theory_cli(tmp_path, capsys):
 
 def test_width_study_weights_shrink_with_width(tmp_path):
     args = ["approx", "--width", "--out", str(tmp_path), "--ntk-widths", "64,1024", "--ntk-activations",
-            "square", "--seeds", "2", "--steps", "20"]
+            "monomial2", "--seeds", "2", "--steps", "20"]
     assert main(args) == 0
     slopes = {r["quantity"]: r for r in json.loads((tmp_path / "width.json").read_text())["slopes"]}
     # theory -1/2; a 16x width range and 2 seeds: only the sign and rough size are asserted

@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--depth", type=int, help="hidden layers of the rate-sweep MLP")
     p.add_argument("--steps", type=int, help="L-BFGS iterations (rates) and GD steps (width)")
     p.add_argument("--seeds", type=int, help="seeds per configuration")
-    p.add_argument("--ntk-activations", help="comma-separated activations for --width (square, cube or registry)")
+    p.add_argument("--ntk-activations",
+                   help="comma-separated activations for --width (monomial2, monomial3 or a plain registry name)")
     p.add_argument("--ntk-widths", help="comma-separated widths for --width")
     p.set_defaults(func=run)
 

@@ -37,7 +37,7 @@ class RateSpec:
 
 @dataclass(frozen=True)
 class WidthSpec:
-    activations: tuple = ("square", "cube", "polyrelu", "relu")
+    activations: tuple = ("monomial2", "monomial3", "polyrelu", "relu")
     widths: tuple = (64, 256, 1024, 4096)
     seeds: int = 3
     settings: WidthSettings = field(default_factory=WidthSettings)
@@ -47,7 +47,7 @@ def quick(rates: RateSpec, width: WidthSpec) -> tuple[RateSpec, WidthSpec]:
     """The --quick sizes: the same code on a grid small enough for a smoke run (< 1 min)."""
     return (replace(rates, targets=("sines", "abs"), activations=("relu", "polyrelu"), dims=(1,),
                     widths=(4, 8, 16), seeds=2, fit=replace(rates.fit, steps=40, n_train=256, n_test=512)),
-            replace(width, activations=("square", "relu"), widths=(64, 256, 1024), seeds=2,
+            replace(width, activations=("monomial2", "relu"), widths=(64, 256, 1024), seeds=2,
                     settings=replace(width.settings, steps=30)))
 
 

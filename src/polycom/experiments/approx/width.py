@@ -48,8 +48,9 @@ class _Power(nn.Module):
         return self.scale * z.pow(self.k)
 
 
-# Polynomial activations for this study only (not registered: they are not PolyCom activations).
-LOCAL_ACTIVATIONS = {"square": lambda: _Power(2), "cube": lambda: _Power(3)}
+# Unit-variance monomials for this study only (the registry's "square" is plain x^2; these are
+# scaled so every activation starts with outputs of the same size).
+LOCAL_ACTIVATIONS = {"monomial2": lambda: _Power(2), "monomial3": lambda: _Power(3)}
 
 
 def width_activation(name: str) -> nn.Module:
