@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
-COMMANDS = ("activations", "models", "train", "compare")
+COMMANDS = ("activations", "models", "train", "compare", "export", "generate", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
