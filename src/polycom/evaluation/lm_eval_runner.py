@@ -7,7 +7,8 @@ folder the same way. Scores are exact sums of token log-probabilities in fp32:
     loglikelihood(context, continuation) = sum_t log p(c_t | context, c_<t)
 
 from one forward over (context + continuation)[-max_seq_len - 1:][:-1] (a
-context longer than the model's window loses its oldest tokens). An empty
+context longer than the model's window loses its oldest tokens; a continuation
+longer than the window is scored window by window). An empty
 context is the end-of-document token. Rolling log-likelihoods use lm-eval's
 own disjoint windows with that token as the first context, as its Hugging
 Face wrapper does.
@@ -15,13 +16,14 @@ Face wrapper does.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-LM_EVAL_MISSING = 'polycom eval needs lm-evaluation-harness: pip install "polycom[eval]"'
+LM_EVAL_MISSING = 'lm-evaluation-harness is not installed: pip install "polycom[eval]"'
 
 try:
     from lm_eval.api.model import LM
@@ -33,6 +35,10 @@ from lm_eval import utils as lm_utils  # noqa: E402
 from ..models import Transformer  # noqa: E402
 from .generate import SamplingConfig, generate_ids  # noqa: E402
 from .load import eager_activations, load_model_and_tokenizer  # noqa: E402
+
+# Resamples for the standard errors of non-mean metrics (perplexities); lm-eval's
+# default 100000 takes longer than a small model's whole evaluation.
+BOOTSTRAP_ITERS = 1000
 
 __all__ = ["LM_EVAL_MISSING", "PolyComLM", "evaluate"]
 
@@ -65,14 +71,20 @@ class PolyComLM(LM):
 
     @torch.no_grad()
     def _continuation_logprobs(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
-        """(sum of log p of the continuation tokens, whether each is the argmax)."""
-        ids = (context + continuation)[-(self.max_length + 1):]
-        inputs = torch.tensor([ids[:-1]], device=self.device_name)  # (1, T)
-        logp = F.log_softmax(self.model(inputs).logits[0].float(), dim=-1)  # (T, V)
-        n = len(continuation)
-        logp, targets = logp[-n:], torch.tensor(continuation, device=self.device_name)  # (n, V), (n,)
-        picked = logp.gather(1, targets[:, None]).squeeze(1)
-        return float(picked.sum()), bool((logp.argmax(-1) == targets).all())
+        """(sum of log p of the continuation tokens, whether each is the argmax).
+
+        Windows of at most max_seq_len predicted tokens, each reading as many tokens
+        before it as fit: one forward when context + continuation fit the model."""
+        ids, L = context + continuation, self.max_length
+        total, greedy = 0.0, True
+        for start in range(len(context), len(ids), L):
+            end = min(start + L, len(ids))
+            inputs = torch.tensor([ids[max(0, end - 1 - L):end - 1]], device=self.device_name)  # (1, <= L)
+            logp = F.log_softmax(self.model(inputs).logits[0, -(end - start):].float(), dim=-1)  # (n, V)
+            targets = torch.tensor(ids[start:end], device=self.device_name)  # (n,)
+            total += float(logp.gather(1, targets[:, None]).sum())
+            greedy = greedy and bool((logp.argmax(-1) == targets).all())
+        return total, greedy
 
     # --- the LM interface --------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -119,21 +131,22 @@ def evaluate(path: str | Path, tasks: list[str], include_path: str | Path | None
 
     from .tasks import TASK_NAMES, build_tasks
 
-    paths = [str(build_tasks())] if set(tasks) & set(TASK_NAMES) else []
-    if include_path is not None:
-        paths.append(str(include_path))
-    manager = TaskManager(include_path=paths or None)
+    paths = [str(build_tasks())] + ([str(include_path)] if include_path is not None else [])
+    # Indexing lm-eval's own few thousand task files takes most of a small run: skip it
+    # when the requested tasks are all local.
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    if any(t not in manager.all_tasks for t in tasks):
+        manager = TaskManager(include_path=paths)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        close = {t: lm_utils.get_close_matches(t, manager.all_tasks, n=3) if hasattr(lm_utils, "get_close_matches")
-                 else [] for t in unknown}
-        raise ValueError(f"--tasks: unknown task(s) {unknown}" + "".join(
-            f"; did you mean {', '.join(c)} for {t!r}?" for t, c in close.items() if c)
-            + " (`lm_eval ls tasks` lists them; packaged: " + ", ".join(TASK_NAMES) + ")")
+        hints = "".join(f"; {t!r}: did you mean {', '.join(close)}?" for t in unknown
+                        if (close := difflib.get_close_matches(t, manager.all_tasks, n=3)))
+        raise ValueError(f"--tasks: unknown task(s) {', '.join(unknown)}{hints} (`lm_eval ls tasks` lists all; "
+                         f"packaged with polycom: {', '.join(TASK_NAMES)})")
     model, tokenizer = load_model_and_tokenizer(path)
     eager_activations(model)
     results = simple_evaluate(model=PolyComLM(model, tokenizer), tasks=list(tasks), task_manager=manager,
-                              limit=limit, log_samples=False)
+                              limit=limit, log_samples=False, bootstrap_iters=BOOTSTRAP_ITERS)
     summary = {"model": str(Path(path).resolve()), "tasks": list(tasks), "limit": limit,
                "results": results["results"], "n_samples": results.get("n-samples"),
                "versions": results.get("versions"), "lm_eval": _version()}
