@@ -142,3 +142,21 @@ def test_missing_lm_eval_prints_one_install_line(monkeypatch, capsys, tmp_path):
     assert main(["eval", str(tmp_path), "--tasks", "polycom_cloze"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == 'polycom eval: lm-evaluation-harness is not installed: pip install "polycom[eval]"'
+
+
+def test_generate_until_is_greedy_decoding_cut_at_the_stop_string():
+    pytest.importorskip("lm_eval")
+    from types import SimpleNamespace
+
+    from polycom.evaluation.generate import SamplingConfig, generate_ids
+    from polycom.evaluation.lm_eval_runner import PolyComLM
+    from polycom.models import build_model, model_config
+
+    torch.manual_seed(0)
+    model = build_model(model_config("debug", activation="gelu")).eval()
+    lm = PolyComLM(model, ByteTokenizer())
+    full = ByteTokenizer().decode(generate_ids(model, list(b"abc"), SamplingConfig(20, temperature=0), stop_id=0))
+    stop = full[5:7]  # a stop string that occurs in the greedy text: the answer ends before it
+    req = SimpleNamespace(args=("abc", {"until": [stop], "max_gen_toks": 20, "do_sample": False}))
+    assert lm.generate_until([req]) == [full.split(stop)[0]]
+    assert len(full.split(stop)[0]) <= 5

@@ -109,8 +109,9 @@ class PolyComLM(LM):
             context, kwargs = req.args
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            cfg = SamplingConfig(max_new_tokens=int(kwargs.get("max_gen_toks", 256)),
-                                 temperature=float(kwargs.get("temperature", 0.0)))
+            # Greedy unless the task asks for sampling (lm-eval's convention: do_sample + temperature).
+            temperature = float(kwargs.get("temperature", 1.0)) if kwargs.get("do_sample", False) else 0.0
+            cfg = SamplingConfig(max_new_tokens=int(kwargs.get("max_gen_toks", 256)), temperature=temperature)
             prompt = (self.tok.encode(context) or [self.eot_id])[-self.max_length:]
             text = self.tok.decode(generate_ids(self.model, prompt, cfg, stop_id=self.eot_id))
             for stop in until:
