@@ -160,3 +160,22 @@ def test_generate_until_is_greedy_decoding_cut_at_the_stop_string():
     req = SimpleNamespace(args=("abc", {"until": [stop], "max_gen_toks": 20, "do_sample": False}))
     assert lm.generate_until([req]) == [full.split(stop)[0]]
     assert len(full.split(stop)[0]) <= 5
+
+
+def test_cloze_items_hold_the_true_next_line_and_are_deterministic():
+    from polycom.data.corpus import split_of
+    from polycom.evaluation.tasks.build import CLOZE_CONTEXT_CHARS, cloze_items
+
+    lines = [f"    value_{i} = compute_something({i}, {i * i})\n" for i in range(40)]
+    text = "def f():\n" + "".join(lines)
+    items = cloze_items("stdlib/fake.py", text)
+    assert items == cloze_items("stdlib/fake.py", text) and len(items) == 6
+    for item in items:
+        answer = item["choices"][item["label"]]
+        i = [ln.strip() for ln in lines].index(answer)
+        before = "def f():\n" + "".join(lines[:i])
+        assert item["context"] == before[-CLOZE_CONTEXT_CHARS:] + "    "  # + the answer line's indentation
+        assert len(set(item["choices"])) == 4
+    # Held out at 0.05 means held out at every larger validation fraction (a hash under a threshold).
+    ids = [f"stdlib/m{i}.py" for i in range(2000)]
+    assert all(split_of(d, 0.2) == "val" for d in ids if split_of(d, 0.05) == "val")

@@ -63,7 +63,10 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 def build_tasks(cache_dir: Path | str | None = None) -> Path:
     """Write the task YAMLs and their data into a cache folder (once per corpus); returns the folder."""
     docs = held_out_documents()
+    templates = Path(__file__).resolve().parent
     key = hashlib.sha256(f"v{FORMAT_VERSION}".encode())
+    for name in TASK_NAMES:  # an edited YAML template is a new folder, not a stale cached copy
+        key.update((templates / f"{name}.yaml").read_bytes())
     for d in docs:
         key.update(d.doc_id.encode() + b"\0" + d.text.encode("utf-8", errors="surrogatepass") + b"\0")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -77,7 +80,6 @@ def build_tasks(cache_dir: Path | str | None = None) -> Path:
     bpb = [{"doc_id": d.doc_id, "text": d.text[:BPB_CHARS]} for d in docs[:BPB_DOCUMENTS]]
     _write_jsonl(tmp / "polycom_cloze.jsonl", cloze)
     _write_jsonl(tmp / "polycom_bpb.jsonl", bpb)
-    templates = Path(__file__).resolve().parent
     for name in TASK_NAMES:  # the final data path goes in: lm-eval reads data_files as given
         text = (templates / f"{name}.yaml").read_text().replace("DATA_FILE", str(folder / f"{name}.jsonl"))
         (tmp / f"{name}.yaml").write_text(text)
