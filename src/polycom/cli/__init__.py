@@ -12,7 +12,7 @@ import importlib.metadata
 import sys
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
-COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx")
+COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx", "export", "generate", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

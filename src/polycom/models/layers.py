@@ -4,6 +4,10 @@ Llama conventions: RMSNorm with a gain and no bias, RoPE in the "rotate half"
 layout (the Hugging Face Llama layout, so weights convert without permuting),
 no biases in any projection, attention through ``scaled_dot_product_attention``
 (flash / memory-efficient kernels where the device has them).
+
+``KVCache`` holds the keys and values of the tokens already seen, per layer, for
+incremental decoding; without one (training, evaluation) attention runs the
+plain causal path over the whole sequence.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["RMSNorm", "RotaryEmbedding", "apply_rotary", "CausalSelfAttention"]
+__all__ = ["RMSNorm", "RotaryEmbedding", "apply_rotary", "CausalSelfAttention", "KVCache"]
 
 
 class RMSNorm(nn.Module):
@@ -60,10 +64,12 @@ class RotaryEmbedding(nn.Module):
             self.cos.copy_(cos)
             self.sin.copy_(sin)
 
-    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if seq_len > self.cos.shape[0]:
-            raise ValueError(f"sequence length {seq_len} exceeds ModelConfig.max_seq_len={self.cos.shape[0]}")
-        return self.cos[:seq_len], self.sin[:seq_len]
+    def forward(self, seq_len: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables for positions offset .. offset + seq_len - 1 (offset > 0: tokens after a KV cache)."""
+        end = offset + seq_len
+        if end > self.cos.shape[0]:
+            raise ValueError(f"sequence length {end} exceeds ModelConfig.max_seq_len={self.cos.shape[0]}")
+        return self.cos[offset:end], self.sin[offset:end]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -92,7 +98,8 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: "LayerKV | None" = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
@@ -101,6 +108,8 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh|nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            return self._forward_cached(q, k, v, cache)
         if self.n_kv_heads != self.n_heads:
             # Repeat kv heads (the enable_gqa flag of sdpa needs torch >= 2.5).
             rep = self.n_heads // self.n_kv_heads
@@ -110,3 +119,59 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, d)
         return self.o_proj(y)
+
+    def _forward_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: "LayerKV") -> torch.Tensor:
+        """Attention of T new queries over the cached keys plus their own (rotated at their positions)."""
+        B, _, T, _ = q.shape
+        past = cache.length
+        k, v = cache.append(k, v)  # (B, nkv, past + T, hs)
+        if self.n_kv_heads != self.n_heads:
+            rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(rep, dim=1)  # (B, nh, past + T, hs)
+            v = v.repeat_interleave(rep, dim=1)
+        mask = None
+        if T > 1:
+            # Query i sits at position past + i and sees keys 0 .. past + i. sdpa's is_causal
+            # aligns the triangle top-left, which is only right when past == 0.
+            keys = torch.arange(past + T, device=q.device)
+            mask = keys[None, :] <= (past + torch.arange(T, device=q.device))[:, None]  # (T, past + T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, d)
+        return self.o_proj(y)
+
+
+class LayerKV:
+    """One layer's cached keys and values, (B, nkv, length, hs) each, after RoPE."""
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new tokens' k, v (B, nkv, T, hs); returns all of them so far."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    ``position`` is the number of tokens already cached: the next token's RoPE
+    position. Keys are stored after RoPE, so cached tokens are never re-rotated.
+    Growing by concatenation costs O(T) copies per step, negligible next to the
+    O(T^2) recomputation it replaces at the model sizes polycom samples from.
+    """
+
+    def __init__(self, n_layers: int):
+        self.layers = [LayerKV() for _ in range(n_layers)]
+
+    @property
+    def position(self) -> int:
+        return self.layers[0].length

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .layers import CausalSelfAttention, RMSNorm, RotaryEmbedding
+from .layers import CausalSelfAttention, KVCache, LayerKV, RMSNorm, RotaryEmbedding
 from .mlp import build_mlp
 from .moe import MoE
 
@@ -50,9 +50,9 @@ class Block(nn.Module):
             self.mlp = MoE(cfg.d_model, cfg.expert_hidden, cfg.activation, cfg.moe, cfg.activation_kwargs)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Returns (x, aux_loss); aux_loss is None for a dense MLP."""
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKV | None = None):
+        """Returns (x, aux_loss); aux_loss is None for a dense MLP. ``cache``: this layer's KV cache."""
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
         h = self.mlp(self.mlp_norm(x))
         aux = None
         if isinstance(h, tuple):
@@ -107,15 +107,20 @@ class Transformer(nn.Module):
                 nn.init.ones_(m.weight)
 
     # Forward ---------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> ModelOutput:
         """input_ids (B, T); targets (B, T) already aligned (target t is the token after t),
-        -100 marks positions without a loss. ce_loss is the mean over the other positions."""
+        -100 marks positions without a loss. ce_loss is the mean over the other positions.
+
+        ``cache`` (decoding): input_ids are the tokens after the ``cache.position`` cached
+        ones; their keys and values are appended to it. None: the plain training path."""
         B, T = input_ids.shape
-        cos, sin = self.rope(T)
+        cos, sin = self.rope(T, cache.position if cache is not None else 0)
+        layer_caches = cache.layers if cache is not None else [None] * len(self.layers)
         x = self.dropout(self.tok_embeddings(input_ids))  # (B, T, d)
         aux_terms = []
-        for block in self.layers:
-            x, aux = block(x, cos, sin)
+        for block, layer_cache in zip(self.layers, layer_caches):
+            x, aux = block(x, cos, sin, layer_cache)
             if aux is not None:
                 aux_terms.append(aux)
         logits = self.lm_head(self.norm(x))  # (B, T, V)

@@ -1,0 +1,1 @@
+"""Evaluation beyond one validation loss: export to Hugging Face, sampling, lm-evaluation-harness."""
