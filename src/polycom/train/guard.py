@@ -12,7 +12,7 @@ skipped step keeps the weights and the last good checkpoint clean):
 2. it re-runs forward and backward of the step's last micro-batch with a hook on
    every module and names the first module, in forward order, whose output is
    non-finite (e.g. ``layers.3.mlp.act``), and the first module, in backward
-   order, whose output gradient overflowed (e.g. ``layers.2.attn.q_proj``).
+   order, whose output gradient or weight gradient overflowed (e.g. ``layers.2.attn.q_proj``).
 
 A tensor *overflowed* when it holds an inf or NaN or its float32 norm is inf:
 exactly what turns the global gradient norm non-finite (a huge but finite
@@ -70,12 +70,12 @@ def gradient_summary(model: nn.Module, param_groups: list[dict]) -> tuple[dict[s
 
 def trace_overflow(model: nn.Module, forward: Callable[[], object]) -> tuple[str | None, str | None]:
     """Run ``forward()`` (returning an output with ``.loss``) and its backward with hooks;
-    (first module with a non-finite output, forward order; first module whose output
-    gradient overflowed, backward order).
+    (first module with a non-finite output, forward order; first module whose output or
+    parameter gradient overflowed, backward order).
 
     Forward hooks fire when a module returns, so a child (``layers.1.mlp.act``) is seen
     before its parent (``layers.1.mlp``): the name is the innermost culprit. The gradient
-    hooks sit on the same outputs and fire as backward reaches them.
+    hooks sit on the same outputs and on every parameter, and fire as backward reaches them.
     """
     act, grad = [], []
 
@@ -98,6 +98,9 @@ def trace_overflow(model: nn.Module, forward: Callable[[], object]) -> tuple[str
 
     handles = [m.register_forward_hook(hook(_strip(n))) for n, m in model.named_modules()
                if n and not isinstance(m, (nn.ModuleList, nn.ModuleDict))]
+    # A weight's gradient (a sum over all tokens) can overflow before its output gradient does.
+    handles += [p.register_hook(check_gradient(_strip(n).rsplit(".", 1)[0])) for n, p in model.named_parameters()
+                if p.requires_grad]
     try:
         forward().loss.backward()
     finally:

@@ -42,9 +42,9 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "nan_report.json", 
 SAFE_TO_CHANGE = frozenset({
     "train.steps", "train.stop_at_step", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.threads", "train.progress", "train.tensorboard", "train.nan_guard",
-    "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.resume",
-    "train.overwrite", "train.out_dir", "data.cache_dir",
+    "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.out_dir", "data.cache_dir",
 })
+_COMMANDS = ("train.resume", "train.overwrite")  # what to do with the folder, not settings of the run
 
 
 class RunFolderError(ValueError):
@@ -123,7 +123,8 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """Dotted key -> (saved value, new value) for every key whose value differs. A key the
     saved file lacks (written by an older version) counts as the default value."""
     old = {**_flatten(Config().to_dict()), **_flatten(saved)}
-    return {k: (old[k], v) for k, v in _flatten(new).items() if k in old and not _same(old[k], v)}
+    return {k: (old[k], v) for k, v in _flatten(new).items()
+            if k in old and k not in _COMMANDS and not _same(old[k], v)}
 
 
 def _check_resume(out_dir: Path, cfg: Config, say: Callable[..., None]) -> dict[str, tuple[Any, Any]]:
