@@ -166,7 +166,8 @@ class Trainer:
     def _forward(self, batch: torch.Tensor, model: torch.nn.Module | None = None):
         batch = batch.to(self.device, non_blocking=True)
         with self.autocast():
-            return (model or self.model)(batch[:, :-1], targets=batch[:, 1:])  # inputs, next-token targets: (B, T)
+            model = self.model if model is None else model
+            return model(batch[:, :-1], targets=batch[:, 1:])  # inputs, next-token targets: (B, T)
 
     def train_step(self, step: int, next_batch) -> dict:
         """Forward/backward over all micro-batches, then clip and (if finite) step."""
