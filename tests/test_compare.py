@@ -54,6 +54,13 @@ def test_small_sweep_writes_every_file_and_tables_match_runs_csv(sweep):
     report = (out / "REPORT.md").read_text()
     assert "## Verdict" in report and "shared" in report and "polynorm" in report
     assert f"{summary['per_activation']['gelu']['val_loss']['mean']:.4f}" in report
+    # the throughput table carries the reference's control copy, whose spread is stated as the noise floor
+    control = summary["throughput"]["gelu (control)"]
+    assert control["control"] and control["activation"] == "gelu" and "Noise floor" in report
+    timings = json.loads((out / "summary.json").read_text())["timings"]
+    runs_s = sum(float(r["elapsed_s"]) for r in rows)
+    assert timings["runs_training_s"] == pytest.approx(runs_s, rel=1e-6) and timings["report_s"] > 0
+    assert timings["overhead_share"] == pytest.approx((timings["planning_s"] + timings["report_s"]) / runs_s)
 
 
 def test_paired_design_same_batches_and_shared_weights(sweep):

@@ -194,3 +194,120 @@ def test_sampler_shards_without_duplicates_or_gaps(tmp_path):
     single = [sampler.micro_batch(s, 0, 0, 1, 20, 1)[:, 0] // 10 for s in range(5)]
     assert sorted(np.concatenate(single).tolist()) == list(range(100))
     assert (sampler.micro_batch(0, 0, 0, 1, 20, 1) == sampler.batch(range(20))).all()
+
+
+# --- small corpora: the split by position -----------------------------------------
+
+def test_one_document_corpus_validates_on_its_tail(tmp_path):
+    # One long line: the id split can only put the whole document in one split.
+    text = " ".join(f"word{i}" for i in range(2000))
+    source = _write(tmp_path / "one.txt", text)
+    logs = []
+    data = prepare_data(CorpusSpec(str(source), val_fraction=0.1), "byte", cache_dir=tmp_path / "cache", log=logs.append)
+    assert data.meta["split"] == "position"
+    assert any("splitting every document by position" in m for m in logs)
+    cut = round(len(text) * 0.9)  # the documented rule: the first 1 - val_fraction of the characters train
+    tok = data.tokenizer
+    for split, part in (("train", text[:cut]), ("val", text[cut:])):
+        stream = data.stream(split)
+        assert tok.decode(stream.slice(0, len(stream))) == part + "\0"  # then the end-of-text byte
+    # A corpus with documents on both sides of the id split keeps the split by document.
+    many = _write(tmp_path / "many.jsonl", "".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(200)))
+    assert prepare_data(CorpusSpec(str(many)), "byte", cache_dir=tmp_path / "cache", log=logs.append).meta["split"] == \
+        "document"
+
+
+def test_corpus_too_small_even_by_position_names_the_fix(tmp_path):
+    source = _write(tmp_path / "tiny.txt", "ab")  # round(2 * 0.95) = 2: no character left for validation
+    with pytest.raises(DataError, match="the val split is empty even with every document split by position"):
+        prepare_data(CorpusSpec(str(source)), "byte", cache_dir=tmp_path / "cache", log=lambda m: None)
+
+
+# --- null and empty records: one rule for every format ----------------------------
+
+def test_null_and_empty_records_are_skipped_and_counted_in_jsonl_and_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    values = ["kept one", None, "", "   \n", "kept two"]
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": v}) + "\n" for v in values))
+    parquet = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"text": values}), parquet)
+    for path in (jsonl, parquet):
+        logs = []
+        docs = list(iter_documents(CorpusSpec(str(path)), log=logs.append))
+        assert [d.text for d in docs] == ["kept one", "kept two"]
+        assert [d.doc_id for d in docs] == [f"{path.name}:1", f"{path.name}:5"]  # line / row numbers
+        assert logs == [f"data file {str(path)!r}: skipped 3 record(s) whose 'text' is null or empty"]
+
+
+def test_missing_or_non_string_text_is_an_error_in_jsonl_and_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (tmp_path / "n.jsonl").write_text('{"text": "ok"}\n{"text": 5}\n')
+    with pytest.raises(DataError, match=r"n.jsonl', line 2: field 'text' is a int, not a string"):
+        list(iter_documents(CorpusSpec(str(tmp_path / "n.jsonl"))))
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
+    with pytest.raises(DataError, match=r"n.parquet': column 'text' holds int64, not strings"):
+        list(iter_documents(CorpusSpec(str(tmp_path / "n.parquet"))))
+    (tmp_path / "m.jsonl").write_text('{"text": "ok"}\n{"body": "x"}\n')
+    with pytest.raises(DataError, match=r"m.jsonl', line 2: no string field 'text'"):
+        list(iter_documents(CorpusSpec(str(tmp_path / "m.jsonl"))))
+
+
+# --- validation windows -------------------------------------------------------------
+
+def _stream_of(tmp_path, n_tokens):
+    from polycom.data import ShardWriter, TokenStream
+
+    writer = ShardWriter(tmp_path, "val", np.dtype(np.uint16))
+    writer.add(list(range(n_tokens)), n_tokens)
+    (tmp_path / "meta.json").write_text(json.dumps({"splits": {"val": writer.close()}, "dtype": "uint16"}))
+    return TokenStream(tmp_path, "val")
+
+
+def test_validation_windows_are_spread_over_the_split(tmp_path):
+    from scipy import stats
+
+    sampler = BatchSampler.validation(_stream_of(tmp_path, 10_001), seq_len=10)  # 1000 windows
+    windows = (sampler.batch(range(64))[:, 0] // 10).tolist()
+    assert len(set(windows)) == 64 and windows != list(range(64))
+    # Uniform over [0, 1000): Kolmogorov-Smirnov against the uniform CDF. A first-64 (file-order)
+    # sample gives p ~ 1e-90; a uniform sample fails this only with probability 1e-3.
+    assert stats.kstest(np.array(windows) / 1000, "uniform").pvalue > 1e-3
+    (tmp_path / "copy").mkdir()
+    again = BatchSampler.validation(_stream_of(tmp_path / "copy", 10_001), seq_len=10)
+    assert (again.batch(range(64)) == sampler.batch(range(64))).all()  # a constant seed: the same windows
+
+
+def test_every_run_validates_on_the_same_windows(tmp_path, monkeypatch):
+    """Trainers differing in activation and seed evaluate the very same, spread-out validation windows."""
+    import torch
+
+    from polycom.train import load_config
+    from polycom.train.distributed import DistInfo
+    from polycom.train.loop import Trainer
+
+    seen = {}
+
+    def recording_batch(self, samples, _batch=BatchSampler.batch):
+        if self.stream.split == "val":
+            seen.setdefault(current, []).extend(self.window_of(s) for s in samples)
+        return _batch(self, samples)
+
+    monkeypatch.setattr(BatchSampler, "batch", recording_batch)
+    corpus = _write(tmp_path / "c.jsonl", "".join(json.dumps({"text": f"doc {i}: " + "text " * 30}) + "\n"
+                                                  for i in range(400)))
+    # gelu, not polynorm: the CPU PolyNorm kernel compiles on first use (~15 s), beside the point here.
+    for current, (activation, seed) in enumerate([("relu", 0), ("gelu", 1)]):
+        cfg = load_config("tiny", [f"data.source={corpus}", "data.tokenizer=byte", "model.preset=debug",
+                                   "data.seq_len=16", f"model.activation={activation}", f"train.seed={seed}",
+                                   "train.batch_size=4", "train.micro_batch_size=4", "train.eval_batches=2",
+                                   f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / str(current)}"])
+        trainer = Trainer(cfg, DistInfo(), torch.device("cpu"))
+        trainer.evaluate()  # what fit() calls at every validation
+    n_windows = trainer.val_sampler.n_windows
+    assert len(seen[0]) == 8 and seen[0] == seen[1]  # eval_batches x batch_size windows, the same in both
+    assert max(seen[0]) > n_windows // 2  # not the first 8 windows in file order

@@ -170,7 +170,7 @@ def test_mlp_matches_naive_formula():
 
 def test_per_layer_activation_instances_and_init():
     torch.manual_seed(0)
-    cfg = model_config("tiny", activation="polynorm", init="small", vocab_size=512, n_layers=2)
+    cfg = model_config("tiny", activation="polynorm", init="small", vocab_size=512, n_layers=2, d_model=256)
     model = build_model(cfg)
     acts = [b.mlp.act for b in model.layers]
     assert acts[0] is not acts[1] and acts[0].weight is not acts[1].weight
@@ -180,7 +180,7 @@ def test_per_layer_activation_instances_and_init():
     w = model.layers[0].attn.q_proj.weight
     assert w.std().item() == pytest.approx(std, rel=0.03)
     assert model.layers[0].mlp.down_proj.weight.std().item() == pytest.approx(std / math.sqrt(4), rel=0.03)
-    normal = build_model(model_config("tiny", vocab_size=512, n_layers=2))
+    normal = build_model(model_config("tiny", vocab_size=512, n_layers=2, d_model=256))
     assert normal.tok_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.03)
     assert torch.equal(model.layers[0].attn_norm.weight, torch.ones(256))
 
@@ -252,12 +252,14 @@ def test_rope_rejects_too_long():
         model(torch.zeros(1, 65, dtype=torch.long))
 
 
-def test_preset_table_prints_counts():
-    from polycom.models.__main__ import preset_table
+def test_polycom_models_prints_counts(capsys):
+    from polycom.cli import main
 
-    table = preset_table(["paper-1b"], ["gelu", "swiglu"])
+    assert main(["models", "paper-1b", "--activations", "gelu,swiglu"]) == 0
+    table = capsys.readouterr().out
     assert "| paper-1b | gelu | 8256 | 1,345,423,360 |" in table
     assert "| paper-1b | swiglu | 5504 | 1,345,423,360 |" in table
+    assert main(["models", "nope"]) == 2 and "nope" in capsys.readouterr().err
 
 
 def test_bf16_autocast_close_to_fp32():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -54,3 +55,18 @@ def test_two_gloo_processes_match_one(single, mode):
     # A distributed checkpoint is a plain full checkpoint: one process resumes it.
     resumed = run("tiny", _args(tmp_path, mode, "train.micro_batch_size=2", "train.steps=6", "train.resume=true"))
     assert resumed.final_step == 6 and resumed.status == "completed"
+
+
+def test_a_data_error_on_rank_0_is_reported_by_every_rank(tmp_path):
+    """Rank 0 prepares the data; its error must reach rank 1 as the same message, not as a gloo crash."""
+    (tmp_path / "empty.jsonl").write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "polycom.cli", "train", *_args(tmp_path, "bad", "train.parallel=ddp",
+                                                f"data.source={tmp_path / 'empty.jsonl'}")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    message = f"polycom train: error: data file '{tmp_path / 'empty.jsonl'}' is empty"
+    lines = [re.sub(r"^\[rank\d+\]:", "", line) for line in proc.stderr.splitlines()]  # torchrun may tag lines
+    assert lines.count(message) == 2, proc.stderr[-4000:]  # once per rank, word for word
+    assert not any(t in proc.stderr for t in ("Connection closed", "Gloo", "gloo")), proc.stderr[-4000:]

@@ -8,9 +8,8 @@ Quick use::
 """
 
 from . import functional
-from .activations import GatedPolyNorm, PolyCom, PolyNorm, PolyReLU
-from .baselines import GEGLU, ReLU2, SwiGLU
-from .registry import ActivationInfo, activation_info, get_activation, list_activations, register_activation
+from .activations import GEGLU, FixedPolynomial, GatedPolyNorm, PolyCom, PolyNorm, PolyReLU, ReLU2, ReLUApproximation, SwiGLU
+from .registry import ActivationInfo, activation_info, get_activation, list_activations, register_activation, registered
 
 __version__ = "0.1.0"
 
@@ -23,10 +22,13 @@ __all__ = [
     "ReLU2",
     "SwiGLU",
     "GEGLU",
+    "FixedPolynomial",
+    "ReLUApproximation",
     "ActivationInfo",
     "activation_info",
     "get_activation",
     "list_activations",
     "register_activation",
+    "registered",
     "__version__",
 ]

@@ -1,9 +1,12 @@
 """Reference math of every activation in polycom: the ground truth.
 
-Each formula is written here once, in plain PyTorch, with the paper it comes
-from. Fast paths (``polycom.ops``) are tested against these functions and never
-copy them. No argument checking happens here; ``polycom.functional`` validates
-and then dispatches.
+Each formula is written once, in plain PyTorch, with the paper it comes from, in
+its family's module (``polycom.activations.polynorm``, ...); this module holds the
+precision rule and the RMS normaliser the families share, and re-exports every
+family's formula under its old name (``reference.poly_norm_reference``). Fast
+paths (``polycom.ops``) are tested against these functions and never copy them.
+No argument checking happens here; the functional forms validate and then
+dispatch.
 
 Coefficient layout (official PolyCom code, Zhuo et al. 2025, and the released
 ``Open-Foundation-Models/PolyNorm_1B`` checkpoints): ``weight`` has shape (r,)
@@ -19,22 +22,10 @@ rounded to the output dtype (inf once it exceeds the dtype's range).
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import importlib
 
-__all__ = [
-    "compute_dtype",
-    "rms_normalize",
-    "normalized_powers",
-    "poly_relu_reference",
-    "poly_norm_reference",
-    "poly_com_reference",
-    "gated_poly_norm_reference",
-    "relu2_reference",
-    "swiglu_reference",
-    "geglu_reference",
-    "BASE_FUNCTIONS",
-]
+import torch
+
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -52,143 +43,27 @@ def rms_normalize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def _row_scale(x: torch.Tensor) -> torch.Tensor:
-    """s = max(1, max|x|) per row, shape (..., 1): divides x so no power of it overflows."""
-    return x.abs().amax(-1, keepdim=True).clamp(min=1.0)
-
-
-def normalized_powers(x: torch.Tensor, order: int, eps: float) -> list[torch.Tensor]:
-    """[N(x^1), ..., N(x^r)] with N(z) = z / sqrt(mean(z^2, -1) + eps), overflow-safely.
-
-    With s = max(1, max|x|) per row and u = x / s (so |u| <= 1):
-        N(x^i) = u^i / sqrt(mean(u^(2i)) + eps * s^(-2i)),
-    the same value as the plain formula (identical when max|x| <= 1), but no
-    intermediate exceeds 1 in magnitude, so it stays finite for every finite x
-    (x^6 of a bf16 value overflows even float32).
-    """
-    s = _row_scale(x)
-    u = x / s
-    out = []
-    for i in range(1, order + 1):
-        u_pow = u.pow(i)
-        eps_scaled = eps * s.pow(-2 * i)
-        out.append(u_pow * torch.rsqrt(u_pow.square().mean(-1, keepdim=True) + eps_scaled))
-    return out
-
-
-def poly_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """PolyReLU (PolyCom Type I with rho = ReLU), Zhuo et al. 2025, eq. (2):
-
-        PolyReLU(x) = a_0 + sum_{i=1..r} a_i * relu(x)^i,   a_i = weight[r - i], a_0 = bias
-
-    Elementwise. For x < 0 the output is a_0, not 0.
-    """
-    r = weight.numel()
-    dt = compute_dtype(x.dtype)
-    w = weight.to(dt)
-    act = torch.relu(x.to(dt))
-    out = bias.to(dt).expand_as(act)
-    power = torch.ones_like(act)
-    for i in range(1, r + 1):
-        power = power * act
-        out = out + w[r - i] * power
-    return out.to(x.dtype)
-
-
-def poly_norm_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
-    """PolyNorm (PolyCom Type II with rho = RMS normalisation), Zhuo et al. 2025, eq. (3):
-
-        PolyNorm(x) = a_0 + sum_{i=1..r} a_i * N(x^i),   N(z) = z / sqrt(mean(z^2, -1) + eps)
-
-    with a_i = weight[r - i] and a_0 = bias. Not elementwise: N couples all
-    features of a row (the MLP hidden vector of one token).
-    """
-    r = weight.numel()
-    dt = compute_dtype(x.dtype)
-    xf = x.to(dt)
-    w = weight.to(dt)
-    out = bias.to(dt).expand_as(xf)
-    for i, n_i in enumerate(normalized_powers(xf, r, eps), start=1):
-        out = out + w[r - i] * n_i
-    return out.to(x.dtype)
-
-
-def _prelu(x: torch.Tensor, slope: torch.Tensor | None) -> torch.Tensor:
-    if slope is None:
-        raise ValueError("base 'prelu' needs a slope tensor (argument 'prelu_weight')")
-    return F.prelu(x, slope.to(x.dtype))
-
-
-BASE_FUNCTIONS = {
-    "relu": lambda x, eps, slope: torch.relu(x),
-    "prelu": lambda x, eps, slope: _prelu(x, slope),
-    "gelu": lambda x, eps, slope: F.gelu(x),
-    "silu": lambda x, eps, slope: F.silu(x),
-    "sigmoid": lambda x, eps, slope: torch.sigmoid(x),
-    "rmsnorm": lambda x, eps, slope: rms_normalize(x, eps),
+# Family formulas, imported on first access: the families import this module for the
+# helpers above, so importing them here at load time would be circular.
+_FAMILY_OF = {
+    "normalized_powers": "polynorm",
+    "poly_norm_reference": "polynorm",
+    "poly_relu_reference": "polyrelu",
+    "poly_com_reference": "general",
+    "BASE_FUNCTIONS": "general",
+    "gated_poly_norm_reference": "gated_polynorm",
+    "relu2_reference": "baselines",
+    "swiglu_reference": "baselines",
+    "geglu_reference": "baselines",
+    "fixed_polynomial_reference": "fixed_polynomials",
 }
-"""The base functions rho of general PolyCom (Zhuo et al. 2025, Section 3)."""
 
 
-def poly_com_reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    base: str = "relu",
-    kind: str = "I",
-    eps: float = 1e-6,
-    prelu_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """General PolyCom of order r = len(weight), Zhuo et al. 2025, eq. (1):
-
-        Type I:  PolyCom(x) = a_0 + sum_{i=1..r} a_i * rho(x)^i   (rho, then powers)
-        Type II: PolyCom(x) = a_0 + sum_{i=1..r} a_i * rho(x^i)   (powers, then rho)
-
-    with a_i = weight[r - i], a_0 = bias, and rho one of ``BASE_FUNCTIONS``.
-    PolyReLU is (relu, I) and PolyNorm is (rmsnorm, II); this direct form is
-    used for the other combinations (for 'rmsnorm' it is not overflow-safe the
-    way ``poly_norm_reference`` is).
-    """
-    r = weight.numel()
-    rho = BASE_FUNCTIONS[base]
-    dt = compute_dtype(x.dtype)
-    xf = x.to(dt)
-    w = weight.to(dt)
-    out = bias.to(dt).expand_as(xf)
-    if kind == "I":
-        act = rho(xf, eps, prelu_weight)
-        terms = [act.pow(i) for i in range(1, r + 1)]
-    else:
-        terms = [rho(xf.pow(i), eps, prelu_weight) for i in range(1, r + 1)]
-    for i, term in enumerate(terms, start=1):
-        out = out + w[r - i] * term
-    return out.to(x.dtype)
+__all__ = ["compute_dtype", "rms_normalize", *_FAMILY_OF]
 
 
-def gated_poly_norm_reference(
-    gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
-    """Gated PolyNorm, PolyNorm(gate) * up (Motif's models; with r = 2, Swiss AI's PNGLU).
-
-    Not in the PolyCom paper; the GLU-style use of PolyNorm found in the wild.
-    """
-    dt = compute_dtype(gate.dtype)
-    act = poly_norm_reference(gate.to(dt), weight, bias, eps)
-    return (act * up.to(dt)).to(gate.dtype)
-
-
-def relu2_reference(x: torch.Tensor) -> torch.Tensor:
-    """Squared ReLU, relu(x)^2 (So et al. 2021, Primer)."""
-    return torch.relu(x).square()
-
-
-def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """SwiGLU, silu(gate) * up (Shazeer 2020)."""
-    return F.silu(gate) * up
-
-
-def geglu_reference(gate: torch.Tensor, up: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """GEGLU, gelu(gate) * up (Shazeer 2020)."""
-    return F.gelu(gate, approximate=approximate) * up
+def __getattr__(name: str):
+    family = _FAMILY_OF.get(name)
+    if family is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"polycom.activations.{family}"), name)

@@ -1,10 +1,13 @@
 """Activation registry: one name -> a fresh module per call.
 
 Models ask the registry for their activation by name, so swapping ReLU for
-PolyNorm is a one-key change. Each entry records whether the activation is
-gated (``forward(gate, up)``; the MLP then has a third projection and, to keep
-parameters equal, 2/3 of the hidden width, as in the paper: 5504 vs 8256 at
-d = 2048) and whether it has learnable coefficients.
+PolyNorm is a one-key change. Each family module in ``polycom.activations``
+registers its activations when it is imported (``import polycom`` imports them
+all). An entry records what a model needs before building the activation: the
+MLP kind it goes into (``"plain"``: ``down(act(up(x)))``; ``"gated"``: the
+activation takes ``(gate, up)`` and the MLP has a third projection, so for equal
+parameters 2/3 of the hidden width, as in the paper: 5504 vs 8256 at d = 2048;
+see ``polycom.models.mlp.MLP_KINDS``), a one-line description and the paper.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from typing import Callable
 
 from torch import nn
 
-from .activations import GatedPolyNorm, PolyCom, PolyNorm, PolyReLU
-from .baselines import GEGLU, ReLU2, SwiGLU
-
-__all__ = ["ActivationInfo", "register_activation", "get_activation", "activation_info", "list_activations"]
+__all__ = [
+    "ActivationInfo",
+    "register_activation",
+    "get_activation",
+    "activation_info",
+    "list_activations",
+    "registered",
+]
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class ActivationInfo:
     gated: bool
     description: str
     default_kwargs: dict = field(default_factory=dict)
+    paper: str = ""
+    mlp_kind: str = "plain"  # a name in polycom.models.mlp.MLP_KINDS
 
     def build(self, **kwargs) -> nn.Module:
         return self.factory(**{**self.default_kwargs, **kwargs})
@@ -43,15 +52,24 @@ def register_activation(
     *,
     gated: bool = False,
     description: str = "",
+    paper: str = "",
+    mlp_kind: str | None = None,
     default_kwargs: dict | None = None,
     overwrite: bool = False,
 ) -> ActivationInfo:
-    """Add an activation under ``name`` (lower case). ``factory(**kwargs)`` must return a new module."""
+    """Add an activation under ``name`` (lower case). ``factory(**kwargs)`` must return a new module.
+
+    ``gated=True``: the module is called as ``act(gate, up)``. ``mlp_kind`` (default
+    ``"gated"`` if gated else ``"plain"``) names the MLP layout it is built into.
+    """
     if not isinstance(name, str) or not name or name != name.lower():
         raise ValueError(f"argument 'name' must be a non-empty lower-case string, got {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"activation {name!r} is already registered; pass overwrite=True to replace it")
-    info = ActivationInfo(name, factory, gated, description, dict(default_kwargs or {}))
+    if mlp_kind is not None and (not isinstance(mlp_kind, str) or not mlp_kind):
+        raise ValueError(f"argument 'mlp_kind' must be a non-empty string (an MLP kind name), got {mlp_kind!r}")
+    kind = mlp_kind or ("gated" if gated else "plain")
+    info = ActivationInfo(name, factory, gated, description, dict(default_kwargs or {}), paper, kind)
     _REGISTRY[name] = info
     return info
 
@@ -71,28 +89,11 @@ def get_activation(name: str, **kwargs) -> nn.Module:
     return activation_info(name).build(**kwargs)
 
 
+def registered() -> list[ActivationInfo]:
+    """Every registry entry, sorted by name."""
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
 def list_activations(gated: bool | None = None) -> list[str]:
     """Registered names, sorted; ``gated=True/False`` filters by calling convention."""
-    return sorted(n for n, i in _REGISTRY.items() if gated is None or i.gated == gated)
-
-
-def _register_builtins() -> None:
-    reg = register_activation
-    reg("relu", nn.ReLU, description="max(0, x)")
-    reg("gelu", nn.GELU, description="exact GELU, x * Phi(x)")
-    reg("gelu_tanh", nn.GELU, description="tanh-approximated GELU", default_kwargs={"approximate": "tanh"})
-    reg("silu", nn.SiLU, description="x * sigmoid(x)")
-    reg("relu2", ReLU2, description="relu(x)^2 (Primer)")
-    reg("swiglu", SwiGLU, gated=True, description="silu(gate) * up (the paper's gated baseline)")
-    reg("geglu", GEGLU, gated=True, description="gelu(gate) * up")
-    reg("polyrelu", PolyReLU, description="a0 + sum_i a_i relu(x)^i (PolyCom Type I)")
-    reg("polynorm", PolyNorm, description="a0 + sum_i a_i N(x^i), N = RMS norm (PolyCom Type II)")
-    reg("polycom", PolyCom, description="general PolyCom(base, order, kind)")
-    reg("polyprelu", PolyCom, description="a0 + sum_i a_i prelu(x)^i (paper ablation)",
-        default_kwargs={"base": "prelu", "kind": "I"})
-    reg("gated_polynorm", GatedPolyNorm, gated=True, description="PolyNorm(gate) * up (Motif)")
-    reg("pnglu", GatedPolyNorm, gated=True, description="PolyNorm of order 2 (gate) * up (Swiss AI PNGLU)",
-        default_kwargs={"order": 2})
-
-
-_register_builtins()
+    return [i.name for i in registered() if gated is None or i.gated == gated]

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
-COMMANDS = ("activations", "train", "compare")
+COMMANDS = ("activations", "models", "train", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

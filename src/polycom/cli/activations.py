@@ -11,10 +11,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import _REGISTRY
+    from ..registry import registered
 
-    for name in sorted(_REGISTRY):
-        info = _REGISTRY[name]
-        kind = "gated" if info.gated else "plain"
-        print(f"{name:16s} {kind:6s} {info.description}")
+    for info in registered():
+        print(f"{info.name:18s} {info.mlp_kind:6s} {info.description}")
     return 0

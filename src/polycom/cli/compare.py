@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub) -> None:
@@ -33,7 +32,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.compare.spec import SweepSpec, load_sweep_preset
-    from ..train import ConfigError
+    from .errors import USER_ERRORS, report
 
     try:
         settings = load_sweep_preset(args.preset)
@@ -58,13 +57,11 @@ def run(args: argparse.Namespace) -> int:
         from ..experiments.compare.sweep import compare
 
         result = compare(spec, out)
-    except ConfigError as e:
-        print(f"polycom compare: config error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"polycom compare: error: {e}", file=sys.stderr)
-        return 2
-    print(f"report: {result.out / 'REPORT.md'}")
+    except USER_ERRORS as e:  # config, data, path and launch mistakes: one line, no traceback
+        return report("polycom compare", e, {args.preset: "--preset", args.out: "--out"})
+    t = result.timings
+    print(f"report: {result.out / 'REPORT.md'} (runs trained {t['runs_training_s']:.0f}s in all; planning and "
+          f"report {100 * t['overhead_share']:.1f}% of that, throughput measurement {100 * t['throughput_share']:.1f}%)")
     for act, c in result.summary["comparisons"].items():
         print(f"  {act} vs {result.summary['baseline']}: {c['verdict']} "
               f"(delta {c['val_loss']['mean_diff']:+.4f}, Holm p {c['val_loss']['p_holm']:.3g})")

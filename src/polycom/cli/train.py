@@ -32,8 +32,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import ConfigError, load_config
+    from ..train import load_config
     from ..train.checkpoint import DiskFullError
+    from .errors import USER_ERRORS, report
 
     overrides = list(args.overrides)
     if args.resume:
@@ -53,15 +54,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:  # the trainer checkpointed and says how to resume
         print(f"polycom train: {e or 'interrupted'}", file=sys.stderr)
         return 130
-    except DiskFullError as e:
+    except DiskFullError as e:  # an OSError, not a user mistake: its own line and status
         print(f"polycom train: {e}", file=sys.stderr)
         return 1
-    except ConfigError as e:
-        print(f"polycom train: config error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # DataError and other input problems: report, no traceback
-        print(f"polycom train: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:  # config, data, path and launch mistakes: one line, no traceback
+        return report("polycom train", e, {args.config: "--config"})
     if metrics.status == "diverged":
         print(f"polycom train: stopped, non-finite values at step {metrics.nan_report['step']} "
               f"(report in {metrics.out_dir}/nan_report.json)", file=sys.stderr)

@@ -13,8 +13,15 @@ A corpus is named by one string, ``source``:
 
 Documents are yielded in a fixed order and each goes to validation when a hash
 of its identifier falls under ``val_fraction``, so the split is the same on every
-machine and independent of the document order. Nothing here holds the whole
-corpus in memory.
+machine and independent of the document order. A corpus too small for that (one
+long document, a few files: one split would be empty) is split by position
+instead: the first ``1 - val_fraction`` of every document's characters train, the
+rest validate (``split_documents(spec, by_position=True)``; the pipeline picks it).
+
+Records: a null or empty (whitespace-only) text in a .jsonl, .parquet or Hugging
+Face record is skipped and counted (the count is logged per file); a record
+without the text field, or with a non-string value there, is an error naming the
+file and line/row. Nothing here holds the whole corpus in memory.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-__all__ = ["DataError", "Document", "CorpusSpec", "iter_documents", "split_of", "STANDARD_CORPORA", "describe_source"]
+from ..errors import UsageError
+
+__all__ = ["DataError", "Document", "CorpusSpec", "iter_documents", "split_of", "split_documents",
+           "STANDARD_CORPORA", "describe_source"]
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 # ``<|endoftext|>`` on a line of its own separates documents inside a .txt file
@@ -50,7 +60,7 @@ STANDARD_CORPORA: dict[str, tuple[str, str | None]] = {
 _STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "idlelib"}
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A data source is missing, empty or unreadable; the message names it."""
 
 
@@ -76,18 +86,38 @@ def split_of(doc_id: str, val_fraction: float) -> str:
     return "val" if h < val_fraction * 2**64 else "train"
 
 
-def iter_documents(spec: CorpusSpec) -> Iterator[Document]:
-    """All documents of the corpus, in a deterministic order."""
+def split_documents(spec: CorpusSpec, by_position: bool = False,
+                    log: Callable[[str], None] | None = None) -> Iterator[tuple[str, Document]]:
+    """``(split, document)`` for the whole corpus, in corpus order.
+
+    By id (default): each document goes whole to ``split_of(doc_id)``. By position:
+    each document is cut at character ``round(len * (1 - val_fraction))``; the head
+    (id ``ID#train``) trains, the tail (``ID#val``) validates, so even a one-document
+    corpus validates on text it never trains on.
+    """
+    for doc in iter_documents(spec, log):
+        if not by_position:
+            yield split_of(doc.doc_id, spec.val_fraction), doc
+            continue
+        cut = round(len(doc.text) * (1 - spec.val_fraction))
+        for split, text in (("train", doc.text[:cut]), ("val", doc.text[cut:])):
+            if text.strip():
+                yield split, Document(f"{doc.doc_id}#{split}", text)
+
+
+def iter_documents(spec: CorpusSpec, log: Callable[[str], None] | None = None) -> Iterator[Document]:
+    """All documents of the corpus, in a deterministic order; ``log`` gets the skipped-record counts."""
     source = spec.source
+    log = log or (lambda message: None)
     if source == "stdlib":
         docs = _stdlib_documents()
     elif source in STANDARD_CORPORA:
         name, config = STANDARD_CORPORA[source]
-        docs = _hf_documents(name, spec.hf_config or config, spec.hf_split, spec.text_field)
+        docs = _hf_documents(name, spec.hf_config or config, spec.hf_split, spec.text_field, log)
     elif source.startswith("hf:"):
-        docs = _hf_documents(source[3:], spec.hf_config, spec.hf_split, spec.text_field)
+        docs = _hf_documents(source[3:], spec.hf_config, spec.hf_split, spec.text_field, log)
     else:
-        docs = _local_documents(Path(source), spec.text_field)
+        docs = _local_documents(Path(source), spec.text_field, log)
     count = 0
     for doc in docs:
         if spec.max_documents and count >= spec.max_documents:
@@ -156,19 +186,34 @@ def local_files(path: Path) -> list[Path]:
     return files
 
 
-def _local_documents(path: Path, text_field: str) -> Iterator[Document]:
+def _is_text(value) -> bool:
+    """Whether a record's (string or None) value is kept: None and whitespace-only are skipped."""
+    return value is not None and bool(value.strip())
+
+
+def _skipped_message(where: str, skipped: int, text_field: str) -> str:
+    return f"{where}: skipped {skipped} record(s) whose {text_field!r} is null or empty"
+
+
+def _local_documents(path: Path, text_field: str, log: Callable[[str], None]) -> Iterator[Document]:
     root = path if path.is_dir() else path.parent
     for file in local_files(path):
         rel = file.relative_to(root).as_posix()
         if file.stat().st_size == 0:
             raise DataError(f"data file {str(file)!r} is empty")
         reader = {".txt": _txt_documents, ".jsonl": _jsonl_documents, ".parquet": _parquet_documents}[file.suffix]
-        n = 0
+        n = skipped = 0
         for doc_id, text in reader(file, text_field):
+            if text is None:
+                skipped += 1
+                continue
             n += 1
             yield Document(f"{rel}:{doc_id}", text)
         if n == 0:
-            raise DataError(f"data file {str(file)!r} contains no text")
+            extra = f" ({skipped} null or empty records)" if skipped else ""
+            raise DataError(f"data file {str(file)!r} contains no text{extra}")
+        if skipped:
+            log(_skipped_message(f"data file {str(file)!r}", skipped, text_field))
 
 
 def _txt_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
@@ -186,7 +231,9 @@ def _txt_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
             yield str(i), part
 
 
-def _jsonl_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
+# The readers yield (record id, text), with text None for a null or empty record.
+
+def _jsonl_documents(file: Path, text_field: str) -> Iterator[tuple[str, str | None]]:
     with open(file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -195,13 +242,16 @@ def _jsonl_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
                 record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DataError(f"data file {str(file)!r}, line {lineno}: not valid JSON ({e})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+            if not isinstance(record, dict) or text_field not in record:
                 raise DataError(f"data file {str(file)!r}, line {lineno}: no string field {text_field!r}")
-            if record[text_field].strip():
-                yield str(lineno), record[text_field]
+            text = record[text_field]
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"data file {str(file)!r}, line {lineno}: field {text_field!r} is a "
+                                f"{type(text).__name__}, not a string")
+            yield str(lineno), text if _is_text(text) else None
 
 
-def _parquet_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
+def _parquet_documents(file: Path, text_field: str) -> Iterator[tuple[str, str | None]]:
     try:
         import pyarrow.parquet as pq
 
@@ -212,33 +262,60 @@ def _parquet_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]
         raise DataError(f"data file {str(file)!r} is not a readable parquet file: {e}") from None
     if text_field not in pf.schema_arrow.names:
         raise DataError(f"data file {str(file)!r} has no column {text_field!r} (columns: {pf.schema_arrow.names})")
+    import pyarrow as pa
+
+    column_type = pf.schema_arrow.field(text_field).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type) or pa.types.is_null(column_type)):
+        raise DataError(f"data file {str(file)!r}: column {text_field!r} holds {column_type}, not strings")
     row = 0
-    try:
-        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
-            for text in batch.column(0).to_pylist():
-                row += 1
-                if isinstance(text, str) and text.strip():
-                    yield str(row), text
-    except Exception as e:
-        raise DataError(f"data file {str(file)!r} is corrupt near row {row}: {e}") from None
+    batches = pf.iter_batches(columns=[text_field], batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # pyarrow raises several types for corrupt pages
+            raise DataError(f"data file {str(file)!r} is corrupt near row {row}: {e}") from None
+        if batch is None:
+            return
+        for text in batch.column(0).to_pylist():
+            row += 1
+            yield str(row), text if _is_text(text) else None
 
 
 # --- Hugging Face datasets ---------------------------------------------------
 
-def _hf_documents(name: str, config: str | None, split: str, text_field: str) -> Iterator[Document]:
+def _hf_documents(name: str, config: str | None, split: str, text_field: str,
+                  log: Callable[[str], None]) -> Iterator[Document]:
     try:
         import datasets
     except ImportError:
         raise DataError(f"source 'hf:{name}' needs the datasets package: pip install 'polycom[hf]'") from None
     if Path(name).exists():
-        ds = datasets.load_from_disk(name)
+        try:
+            ds = datasets.load_from_disk(name)
+        except FileNotFoundError as e:
+            raise DataError(f"data.source=hf:{name}: not a dataset saved with save_to_disk ({e})") from None
         if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise DataError(f"data.hf_split={split!r}: dataset {name!r} has splits {list(ds)}")
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(name, config, split=split)
+        try:
+            ds = datasets.load_dataset(name, config, split=split)
+        except OSError as e:  # ConnectionError offline, DatasetNotFoundError (a FileNotFoundError) for a bad name
+            raise DataError(f"data.source=hf:{name}: could not reach or find the dataset on the Hugging Face "
+                            f"hub or in the local cache ({type(e).__name__}); check the name and the network, "
+                            "or use a local .txt/.jsonl/.parquet file or folder as data.source") from None
     if text_field not in ds.column_names:
         raise DataError(f"dataset {name!r} has no column {text_field!r} (columns: {ds.column_names})")
+    skipped = 0
     for i, record in enumerate(ds.select_columns([text_field])):
         text = record[text_field]
-        if isinstance(text, str) and text.strip():
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"dataset {name!r}, row {i}: column {text_field!r} is a {type(text).__name__}, "
+                            "not a string")
+        if _is_text(text):
             yield Document(f"{name}:{i}", text)
+        else:
+            skipped += 1
+    if skipped:
+        log(_skipped_message(f"dataset {name!r}", skipped, text_field))

@@ -5,6 +5,11 @@ finds the tokenizer and the shards in the cache folder (``POLYCOM_CACHE`` or
 ``~/.cache/polycom``) and only re-hashes the corpus. Cache entries are written
 to a temporary name and renamed, so an interrupted preparation leaves nothing
 half-written behind.
+
+The split is by document id; when that leaves the train or the validation split
+without a document (one long document, a handful of files), every document is
+split by position instead (``corpus.split_documents``), logged, and recorded as
+``meta["split"] = "position"``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .corpus import CorpusSpec, iter_documents, split_of
+from .corpus import CorpusSpec, DataError, split_documents
 from .shards import ShardWriter, TokenStream, token_dtype
 from .tokenizer import ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
@@ -47,22 +52,42 @@ class PreparedData:
 
 def corpus_hash(spec: CorpusSpec) -> str:
     """SHA-256 over every document's split, id and text, in corpus order."""
-    h = hashlib.sha256()
-    for doc in iter_documents(spec):
-        h.update(f"{split_of(doc.doc_id, spec.val_fraction)}\0{doc.doc_id}\0".encode())
-        h.update(doc.text.encode("utf-8", errors="surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()
+    return scan_corpus(spec)[0]
 
 
-def _train_texts(spec: CorpusSpec):
-    for doc in iter_documents(spec):
-        if split_of(doc.doc_id, spec.val_fraction) == "train":
+def scan_corpus(spec: CorpusSpec, log=lambda message: None) -> tuple[str, bool]:
+    """``(content hash, by_position)``: one pass splitting by id, a second (small corpora
+    only) splitting by position when the first left a split without documents."""
+    h, counts = hashlib.sha256(), {"train": 0, "val": 0}
+    for split, doc in split_documents(spec, log=log):
+        _hash_document(h, split, doc)
+        counts[split] += 1
+    if counts["train"] and counts["val"]:
+        return h.hexdigest(), False
+    empty = "val" if counts["train"] else "train"
+    log(f"the split by document id leaves the {empty} split of {spec.source!r} empty ({counts['train']} "
+        f"document(s)); splitting every document by position instead: the last {100 * spec.val_fraction:g}% "
+        "of each document's text validates")
+    h = hashlib.sha256(b"split by position\0")
+    for split, doc in split_documents(spec, by_position=True):
+        _hash_document(h, split, doc)
+    return h.hexdigest(), True
+
+
+def _hash_document(h, split: str, doc) -> None:
+    h.update(f"{split}\0{doc.doc_id}\0".encode())
+    h.update(doc.text.encode("utf-8", errors="surrogatepass"))
+    h.update(b"\0")
+
+
+def _train_texts(spec: CorpusSpec, by_position: bool):
+    for split, doc in split_documents(spec, by_position):
+        if split == "train":
             yield doc.text
 
 
 def get_tokenizer(name: str, vocab_size: int, spec: CorpusSpec, content_hash: str, cache_dir: Path,
-                  log=print) -> Tokenizer:
+                  log=print, by_position: bool = False) -> Tokenizer:
     """``"byte"``, ``"bpe"`` (trained on the train split, cached) or ``"hf:NAME_OR_PATH"``."""
     if name == "byte":
         return ByteTokenizer()
@@ -75,12 +100,12 @@ def get_tokenizer(name: str, vocab_size: int, spec: CorpusSpec, content_hash: st
         return load_tokenizer(str(path))
     t0 = time.perf_counter()
     log(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the train split ...")
-    train_bpe(_train_texts(spec), vocab_size, save_path=path)
+    train_bpe(_train_texts(spec, by_position), vocab_size, save_path=path)
     log(f"  done in {time.perf_counter() - t0:.1f}s -> {path}")
     return load_tokenizer(str(path))  # reload: the saved file is what later runs use
 
 
-def _write_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict) -> None:
+def _write_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict, by_position: bool) -> None:
     dtype = token_dtype(tok.vocab_size)
     writers = {s: ShardWriter(folder, s, dtype) for s in ("train", "val")}
     pending: list = []
@@ -92,17 +117,17 @@ def _write_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict) ->
             writers[split].add(ids, len(text.encode("utf-8", errors="surrogatepass")))
         pending.clear()
 
-    for doc in iter_documents(spec):
-        pending.append((split_of(doc.doc_id, spec.val_fraction), doc.text))
+    for split, doc in split_documents(spec, by_position):
+        pending.append((split, doc.text))
         if len(pending) >= _ENCODE_BATCH:
             flush()
     flush()
     meta["splits"] = {s: w.close() for s, w in writers.items()}
     meta["dtype"] = dtype.name
     for split, info in meta["splits"].items():
-        if info["n_tokens"] == 0:
-            raise ValueError(f"the {split} split of {spec.source!r} is empty; "
-                             "use more documents or change data.val_fraction")
+        if info["n_tokens"] == 0:  # only when even the split by position left no text (a tiny corpus)
+            raise DataError(f"data.source={spec.source!r}: the {split} split is empty even with every document "
+                            f"split by position at data.val_fraction={spec.val_fraction:g}; use a longer corpus")
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -110,8 +135,8 @@ def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 409
                  cache_dir: Path | str | None = None, log=print) -> PreparedData:
     """Hash the corpus, get the tokenizer, tokenize into shards (each cached)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    content_hash = corpus_hash(spec)
-    tok = get_tokenizer(tokenizer, vocab_size, spec, content_hash, cache_dir, log)
+    content_hash, by_position = scan_corpus(spec, log)
+    tok = get_tokenizer(tokenizer, vocab_size, spec, content_hash, cache_dir, log, by_position)
     folder = cache_dir / "shards" / f"{content_hash[:16]}-{tok.fingerprint[:16]}"
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
@@ -120,9 +145,10 @@ def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 409
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
-                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size}
+                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
+                "split": "position" if by_position else "document"}
         try:
-            _write_shards(spec, tok, tmp, meta)
+            _write_shards(spec, tok, tmp, meta, by_position)
             if not folder.exists():
                 os.replace(tmp, folder)
         finally:

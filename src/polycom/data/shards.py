@@ -12,6 +12,13 @@ seeded by ``(seed, e)``. A training step with global batch ``G`` consumes sample
 ``[step * G, (step + 1) * G)``; each rank and micro-step takes a disjoint slice of
 that range, so no sample is duplicated or skipped whatever the world size, and
 the data position is simply the step.
+
+Validation (``BatchSampler.validation``) uses the same windows with a permutation
+seeded by the constant ``VALIDATION_SEED``, never by the training seed: its first
+``K`` samples are ``K`` distinct windows drawn uniformly from the whole split (not
+the first ``K`` in file order, which would validate on whatever the corpus starts
+with), and every run on the same data, whatever its activation or seed, validates
+on exactly the same windows.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 __all__ = ["ShardWriter", "TokenStream", "BatchSampler", "token_dtype"]
 
 MAX_SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per file
+VALIDATION_SEED = 271828  # a constant, so every run in a comparison validates on the same windows
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -114,6 +122,12 @@ class BatchSampler:
             raise ValueError(f"the {self.stream.split} split has {len(self.stream)} tokens, fewer than "
                              f"data.seq_len + 1 = {self.seq_len + 1}; use more data or a shorter data.seq_len")
         self._epoch, self._perm = -1, None
+
+    @classmethod
+    def validation(cls, stream: TokenStream, seq_len: int) -> "BatchSampler":
+        """Samples ``0..K-1`` are ``K`` distinct windows spread uniformly over the split,
+        the same for every run (seed ``VALIDATION_SEED``, not ``train.seed``)."""
+        return cls(stream, seq_len, seed=VALIDATION_SEED, shuffle=True)
 
     def window_of(self, sample: int) -> int:
         epoch, k = divmod(sample, self.n_windows)

@@ -19,7 +19,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "train_bpe", "load_tokenizer", "EOT"]
+from .corpus import DataError
+
+__all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "train_bpe", "load_tokenizer", "looks_like_path", "EOT"]
 
 EOT = "<|endoftext|>"
 _EOT_CANDIDATES = (EOT, "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>")
@@ -133,15 +135,34 @@ def train_bpe(texts: Iterator[str], vocab_size: int, save_path: Path | None = No
     return HFTokenizer(tok, f"bpe-{vocab_size}")
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether ``hf:NAME`` means a local file rather than a hub name (``org/model``)."""
+    return Path(name).suffix == ".json" or Path(name).is_absolute() or name.startswith((".", "~"))
+
+
 def load_tokenizer(name_or_path: str) -> HFTokenizer:
-    """A Hugging Face tokenizer: a ``tokenizer.json`` file, a folder holding one, or a hub name."""
+    """A Hugging Face tokenizer: a ``tokenizer.json`` file, a folder holding one, or a hub name.
+
+    A hub name is looked up on the hub, else in the local Hugging Face cache (offline);
+    failure either way is a DataError naming ``data.tokenizer``.
+    """
     from tokenizers import Tokenizer as _Tok
 
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "tokenizer.json"
+    key = f"data.tokenizer=hf:{name_or_path}"
     if path.is_file():
-        return HFTokenizer(_Tok.from_file(str(path)), str(name_or_path))
-    if path.suffix == ".json" or path.is_absolute() or name_or_path.startswith("."):
-        raise FileNotFoundError(f"data.tokenizer: no tokenizer file at {name_or_path!r}")
-    return HFTokenizer(_Tok.from_pretrained(name_or_path), name_or_path)
+        try:
+            return HFTokenizer(_Tok.from_file(str(path)), str(name_or_path))
+        except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+            raise DataError(f"{key}: {str(path)!r} is not a readable tokenizer.json ({e})") from None
+    if looks_like_path(name_or_path) or Path(name_or_path).is_dir():
+        raise DataError(f"{key}: no tokenizer file at {str(path)!r}")
+    try:
+        tok = _Tok.from_pretrained(name_or_path)
+    except Exception as e:  # offline: huggingface_hub's LocalEntryNotFoundError; unknown repo: HTTP errors
+        raise DataError(f"{key}: could not load tokenizer {name_or_path!r} from the Hugging Face hub or the "
+                        f"local cache ({type(e).__name__}); give a local tokenizer.json file or a folder "
+                        "holding one") from None
+    return HFTokenizer(tok, name_or_path)

@@ -14,7 +14,8 @@ Two tools:
   ``mode="gated"`` keeps the three matrices and replaces ``act_fn`` (weights
   kept; the model stays loadable as its own class when the name is
   registered). ``mode="non_gated"`` replaces each MLP by polycom's
-  ``down(act(up(x)))`` MLP of width 3h/2 (same parameter count), newly
+  ``down(act(up(x)))`` MLP of width 3h/2 (same parameter count, by
+  ``polycom.models.mlp.matched_hidden``, the rule model configs use), newly
   initialised: the pretrained MLP weights cannot be carried over.
 """
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..models.mlp import MLP
+from ..models.mlp import MLP, matched_hidden
 from ..registry import activation_info, list_activations
 
 __all__ = ["register_hf_activations", "swap_activation", "SwapReport", "GATED_AS_ACT_FN"]
@@ -84,7 +85,8 @@ def swap_activation(model: nn.Module, activation: str, mode: str = "gated",
             becomes act_fn (``act(gate) * up``); a gated name must be one of
             ``GATED_AS_ACT_FN``. In "non_gated" mode it must be non-gated.
         mode: "gated" (keep gate/up/down, swap act_fn) or "non_gated" (new
-            2-matrix MLP of width 3h/2 rounded to ``multiple_of``).
+            2-matrix MLP with the gated MLP's weight count, its width a multiple
+            of ``multiple_of``: ``matched_hidden``).
     """
     if mode not in ("gated", "non_gated"):
         raise ValueError(f"argument 'mode' must be 'gated' or 'non_gated', got {mode!r}")
@@ -120,7 +122,8 @@ def swap_activation(model: nn.Module, activation: str, mode: str = "gated",
 
 def _non_gated_mlp(mlp: nn.Module, act_name: str, act_kwargs: dict, multiple_of: int, std: float) -> MLP:
     d, h = mlp.up_proj.in_features, mlp.up_proj.out_features
-    width = max(multiple_of, round(3 * h / 2 / multiple_of) * multiple_of)  # 2 d w = 3 d h
+    kind = activation_info(act_name).mlp_kind
+    width = matched_hidden(h, kind, multiple_of, d, reference_kind="gated")  # 2 d w = 3 d h for a plain kind
     new = MLP(d, width, act_name, act_kwargs)
     with torch.no_grad():
         for lin in (new.up_proj, new.down_proj):

@@ -1,7 +1,7 @@
 """polycom.models: dense and MoE decoder LMs whose MLP activation is a registry key.
 
     from polycom.models import model_config, build_model
-    model = build_model(model_config("tiny", activation="polynorm", vocab_size=8192))
+    model = build_model(model_config("tiny", activation="polynorm"))
     out = model(ids, targets=ids)          # ModelOutput(logits, loss, ce_loss, aux_loss)
     print(model.num_params(), model.flops_per_token())
 """

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..registry import activation_info, list_activations
+from .mlp import matched_hidden  # the one width-matching rule (also used by hf.swap)
 
 __all__ = ["ModelConfig", "MoEConfig", "matched_hidden", "default_ffn_hidden", "default_expert_hidden"]
 
@@ -27,31 +28,6 @@ INITS = ("normal", "small")
 ROUTERS = ("softmax", "act_softmax")
 COEFFICIENTS = ("per_layer", "per_expert")
 ROUTER_ACTIVATIONS = ("tanh", "sigmoid", "identity")  # plus every non-gated registry name
-
-
-def _round_to(x: float, multiple: int) -> int:
-    """Nearest positive multiple of ``multiple`` (ties round up)."""
-    return max(multiple, int(math.floor(x / multiple + 0.5)) * multiple)
-
-
-def matched_hidden(non_gated_hidden: int, gated: bool, multiple_of: int) -> int:
-    """Hidden width with the parameters of a non-gated MLP of width ``non_gated_hidden``.
-
-    Non-gated: 2 matrices d x h. Gated: 3 matrices d x h', so h' = 2h/3, rounded
-    to the nearest multiple of ``multiple_of`` (8256 -> 5504 at multiple 64).
-    If that rounding misses the parameter budget by more than 1% (small
-    widths), the multiple is halved until it does not, so the match always
-    holds within 1%.
-    """
-    if not gated:
-        return non_gated_hidden
-    target = 2 * non_gated_hidden / 3
-    m = multiple_of
-    while True:
-        h = _round_to(target, m)
-        if m == 1 or abs(3 * h - 2 * non_gated_hidden) <= 0.01 * 2 * non_gated_hidden:
-            return h
-        m = max(1, m // 2)
 
 
 def default_ffn_hidden(d_model: int, multiple_of: int) -> int:
@@ -159,7 +135,7 @@ class MoEConfig:
     def resolved_expert_hidden(self, d_model: int, activation: str, multiple_of: int) -> int:
         """Expert width built for ``activation`` (2/3 of the non-gated width if gated)."""
         base = self.expert_hidden or default_expert_hidden(d_model, multiple_of)
-        return matched_hidden(base, activation_info(activation).gated, multiple_of)
+        return matched_hidden(base, activation_info(activation).mlp_kind, multiple_of, d_model)
 
 
 @dataclass
@@ -250,7 +226,7 @@ class ModelConfig:
     def mlp_hidden(self) -> int:
         """Dense MLP width built for ``activation`` (2/3 of ``ffn_hidden`` if gated)."""
         base = self.ffn_hidden or default_ffn_hidden(self.d_model, self.ffn_multiple_of)
-        return matched_hidden(base, self.gated, self.ffn_multiple_of)
+        return matched_hidden(base, activation_info(self.activation).mlp_kind, self.ffn_multiple_of, self.d_model)
 
     @property
     def expert_hidden(self) -> int | None:

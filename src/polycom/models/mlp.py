@@ -1,36 +1,151 @@
-"""Dense transformer MLP with a registry activation.
+"""Dense transformer MLP with a registry activation, and the registry of MLP kinds.
 
-Non-gated: ``down(act(up(x)))`` (the paper's placement for ReLU, GELU,
-PolyReLU, PolyNorm). Gated: ``down(act(gate(x), up(x)))`` (SwiGLU, gated
-PolyNorm). Widths come from ``ModelConfig.mlp_hidden`` so every activation
-gets the same parameter budget; ``.act`` is the activation module, one
-instance per layer (own coefficients), and a natural place for hooks.
+An MLP kind is a layout of the MLP around its activation, and knows its weight
+count as a function of (d_model, hidden), so widths are matched to a parameter
+budget for any kind (``matched_hidden``):
+
+- ``plain``: ``down(act(up(x)))``, 2 d h weights (the paper's placement for ReLU,
+  GELU, PolyReLU, PolyNorm);
+- ``gated``: ``down(act(gate(x), up(x)))``, 3 d h weights (SwiGLU, gated PolyNorm).
+
+Both are built by :class:`MLP` from their projections. A layer that is not
+``down(act(...(x)))`` (a multiplicative or KAN layer) registers a kind with its
+own ``build`` function and ``parameters`` count; ``build_mlp`` then builds it.
+Each activation's registry entry names its kind (``ActivationInfo.mlp_kind``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..registry import activation_info
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "MLPKind", "MLP_KINDS", "register_mlp_kind", "mlp_kind", "matched_hidden", "build_mlp"]
+
+
+@dataclass(frozen=True)
+class MLPKind:
+    """One MLP layout.
+
+    Attributes:
+        parameters: (d_model, hidden) -> number of weights, the activation's own excluded.
+        projections: the d_model -> hidden input projections ``<name>_proj`` of :class:`MLP`
+            (and of each MoE expert), in state-dict order; empty for a kind with its own ``build``.
+        activation_inputs: the projections the activation is called with, in call order.
+        build: (d_model, hidden, activation, activation_kwargs) -> module, for a kind that
+            :class:`MLP` does not build (None: :class:`MLP`).
+    """
+
+    name: str
+    description: str
+    parameters: Callable[[int, int], int]
+    projections: tuple[str, ...] = ()
+    activation_inputs: tuple[str, ...] = ()
+    build: Callable[..., nn.Module] | None = None
+
+
+MLP_KINDS: dict[str, MLPKind] = {}
+
+
+def register_mlp_kind(kind: MLPKind, overwrite: bool = False) -> MLPKind:
+    """Add ``kind`` under ``kind.name``."""
+    if kind.name in MLP_KINDS and not overwrite:
+        raise ValueError(f"MLP kind {kind.name!r} is already registered; pass overwrite=True to replace it")
+    if kind.build is None and not kind.activation_inputs:
+        raise ValueError(f"MLP kind {kind.name!r} needs either projections and activation_inputs or a build function")
+    MLP_KINDS[kind.name] = kind
+    return kind
+
+
+def mlp_kind(name: str) -> MLPKind:
+    """The kind ``name``; a ``ValueError`` lists the valid names."""
+    if name not in MLP_KINDS:
+        raise ValueError(f"unknown MLP kind {name!r}; valid kinds: {sorted(MLP_KINDS)}")
+    return MLP_KINDS[name]
+
+
+register_mlp_kind(MLPKind("plain", "down(act(up(x)))", lambda d, h: 2 * d * h, ("up",), ("up",)))
+register_mlp_kind(MLPKind("gated", "down(act(gate(x), up(x)))", lambda d, h: 3 * d * h, ("up", "gate"), ("gate", "up")))
+
+
+def _nearest_width(kind: MLPKind, d_model: int, target: int, multiple: int) -> int:
+    """The positive multiple of ``multiple`` whose weight count is nearest ``target`` (ties: the wider).
+
+    Counts grow with the width, so the answer is the first multiple at or above the
+    target or the one below it; found by doubling, then bisection.
+    """
+    count = kind.parameters
+    hi = 1  # in units of `multiple`
+    while count(d_model, hi * multiple) < target:
+        hi *= 2
+    lo = hi // 2  # count(lo * multiple) < target, or lo == 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count(d_model, mid * multiple) < target:
+            lo = mid
+        else:
+            hi = mid
+    if lo >= 1 and target - count(d_model, lo * multiple) < count(d_model, hi * multiple) - target:
+        return lo * multiple
+    return hi * multiple
+
+
+def matched_hidden(hidden: int, kind: str, multiple_of: int, d_model: int, reference_kind: str = "plain") -> int:
+    """Width of a ``kind`` MLP with the weights of a ``reference_kind`` MLP of width ``hidden``.
+
+    The one width-matching rule of polycom (model configs and ``hf.swap_activation``):
+    the multiple of ``multiple_of`` whose weight count is nearest the reference's
+    (ties: the wider), e.g. gated from plain: 2h/3 rounded, 8256 -> 5504 at multiple 64;
+    plain from gated: 3h/2. If that misses the budget by more than 1% (small widths),
+    the multiple is halved until it does not, so the match always holds within 1%.
+    The same kind returns ``hidden`` unchanged.
+    """
+    if kind == reference_kind:
+        return hidden
+    target = mlp_kind(reference_kind).parameters(d_model, hidden)
+    k = mlp_kind(kind)
+    m = multiple_of
+    while True:
+        h = _nearest_width(k, d_model, target, m)
+        if m == 1 or abs(k.parameters(d_model, h) - target) <= 0.01 * target:
+            return h
+        m = max(1, m // 2)
+
+
+def build_mlp(d_model: int, hidden: int, activation: str, activation_kwargs: dict | None = None) -> nn.Module:
+    """The MLP of ``activation``'s kind, ``hidden`` wide."""
+    kind = mlp_kind(activation_info(activation).mlp_kind)
+    if kind.build is not None:
+        return kind.build(d_model, hidden, activation, activation_kwargs)
+    return MLP(d_model, hidden, activation, activation_kwargs)
 
 
 class MLP(nn.Module):
-    """Two- or three-matrix MLP, no biases. ``hidden`` is the width actually built."""
+    """Two- or three-matrix MLP, no biases. ``hidden`` is the width actually built.
+
+    Has ``up_proj``, ``gate_proj`` (None for a plain kind), ``act`` (the activation
+    module, one instance per layer, own coefficients; a natural place for hooks) and
+    ``down_proj``.
+    """
 
     def __init__(self, d_model: int, hidden: int, activation: str, activation_kwargs: dict | None = None):
         super().__init__()
         info = activation_info(activation)
-        self.gated = info.gated
-        self.hidden = hidden
-        self.up_proj = nn.Linear(d_model, hidden, bias=False)
-        self.gate_proj = nn.Linear(d_model, hidden, bias=False) if self.gated else None
+        kind = mlp_kind(info.mlp_kind)
+        if kind.build is not None:
+            raise ValueError(f"activation {activation!r} has MLP kind {kind.name!r}, which MLP does not build; "
+                             "use build_mlp")
+        self.kind, self.gated, self.hidden = kind.name, info.gated, hidden
+        self.gate_proj = None
+        for name in kind.projections:
+            setattr(self, f"{name}_proj", nn.Linear(d_model, hidden, bias=False))
         self.act = info.build(**(activation_kwargs or {}))
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
+        self._inputs = tuple(f"{name}_proj" for name in kind.activation_inputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gated:
-            return self.down_proj(self.act(self.gate_proj(x), self.up_proj(x)))
-        return self.down_proj(self.act(self.up_proj(x)))
+        return self.down_proj(self.act(*[getattr(self, name)(x) for name in self._inputs]))

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..registry import activation_info
 from .config import MoEConfig
-from .mlp import MLP
+from .mlp import build_mlp, mlp_kind
 
 __all__ = ["Router", "MoE", "ExpertActivations", "grouped_linear", "load_balance_loss", "router_z_loss"]
 
@@ -147,31 +147,33 @@ class MoE(nn.Module):
                  activation_kwargs: dict | None = None):
         super().__init__()
         info = activation_info(activation)
+        kind = mlp_kind(info.mlp_kind)
+        if not kind.projections:
+            raise ValueError(f"activation {activation!r} has MLP kind {kind.name!r}, which has no expert "
+                             "projections; MoE experts need a kind with projections (e.g. 'plain', 'gated')")
         self.cfg, self.gated, self.hidden = cfg, info.gated, hidden
         self.num_experts, self.top_k = cfg.num_experts, cfg.top_k
         self.router = Router(d_model, cfg)
         E = cfg.num_experts
-        # Stacked expert weights in nn.Linear layout (E, out, in).
-        self.up_proj = nn.Parameter(torch.empty(E, hidden, d_model))
-        self.gate_proj = nn.Parameter(torch.empty(E, hidden, d_model)) if self.gated else None
+        # Stacked expert weights in nn.Linear layout (E, out, in), one per projection of the kind.
+        self.gate_proj = None
+        for name in kind.projections:
+            setattr(self, f"{name}_proj", nn.Parameter(torch.empty(E, hidden, d_model)))
         self.down_proj = nn.Parameter(torch.empty(E, d_model, hidden))
-        for w in (self.up_proj, self.gate_proj, self.down_proj):
-            if w is not None:
-                nn.init.normal_(w, std=0.02)
+        self._inputs = tuple(f"{name}_proj" for name in kind.activation_inputs)
+        for name in (*kind.projections, "down"):
+            nn.init.normal_(getattr(self, f"{name}_proj"), std=0.02)
         if cfg.coefficients == "per_expert":
             self.act = ExpertActivations(activation, E, activation_kwargs)
         else:
             self.act = info.build(**(activation_kwargs or {}))
-        self.shared_expert = MLP(d_model, hidden, activation, activation_kwargs) if cfg.shared_expert else None
+        self.shared_expert = build_mlp(d_model, hidden, activation, activation_kwargs) if cfg.shared_expert else None
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def _activate(self, xs: torch.Tensor, groups: _Groups) -> torch.Tensor:
-        up = grouped_linear(xs, self.up_proj, groups)  # (M, h)
         extra = (groups.counts,) if isinstance(self.act, ExpertActivations) else ()
-        if self.gated:
-            gate = grouped_linear(xs, self.gate_proj, groups)  # (M, h)
-            return self.act(gate, up, *extra)
-        return self.act(up, *extra)
+        inputs = [grouped_linear(xs, getattr(self, name), groups) for name in self._inputs]  # each (M, h)
+        return self.act(*inputs, *extra)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = x.shape
@@ -197,7 +199,7 @@ class MoE(nn.Module):
 
     def active_params(self) -> int:
         """Parameters one token touches: router, top_k experts, shared expert, activations."""
-        per_expert = sum(w[0].numel() for w in (self.up_proj, self.gate_proj, self.down_proj) if w is not None)
+        per_expert = sum(p[0].numel() for name, p in self.named_parameters(recurse=False) if name.endswith("_proj"))
         act = sum(p.numel() for p in self.act.parameters())
         if isinstance(self.act, ExpertActivations):
             act = act * self.top_k // self.num_experts

@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .layers import CausalSelfAttention, RMSNorm, RotaryEmbedding
-from .mlp import MLP
+from .mlp import build_mlp
 from .moe import MoE
 
 __all__ = ["ModelOutput", "Block", "Transformer", "build_model"]
@@ -45,7 +45,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         if cfg.moe is None:
-            self.mlp = MLP(cfg.d_model, cfg.mlp_hidden, cfg.activation, cfg.activation_kwargs)
+            self.mlp = build_mlp(cfg.d_model, cfg.mlp_hidden, cfg.activation, cfg.activation_kwargs)
         else:
             self.mlp = MoE(cfg.d_model, cfg.expert_hidden, cfg.activation, cfg.moe, cfg.activation_kwargs)
         self.dropout = nn.Dropout(cfg.dropout)

@@ -54,7 +54,7 @@ __all__ = [
 
 
 def _scaled_stats(xf: torch.Tensor, order: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(u, t, inv) of the forward: u = x / max(1, max|x|) per row, t and inv (M, r)."""
+    """(u, t, inv_rms) of the forward: u = x / max(1, max|x|) per row, t and inv_rms (M, r)."""
     s_inv = 1.0 / xf.abs().amax(-1, keepdim=True).clamp(min=1.0)  # (M, 1)
     u = xf * s_inv  # a product, not a division, per element: measurably faster on CPU
     u2 = u.square()
@@ -79,13 +79,13 @@ def _scaled_combine(u: torch.Tensor, t: torch.Tensor, weight: torch.Tensor, bias
     return y * u + bias.to(t.dtype)
 
 
-def _saved_powers(xf: torch.Tensor, inv: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(v, [rho_i], [n_i]) from the saved inv: v = x * inv_1, rho_i = inv_i / inv_1^i, n_i = rho_i v^i."""
-    k = inv[:, :1]  # inv_1, (M, 1)
+def _saved_powers(xf: torch.Tensor, inv_rms: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(v, [rho_i], [n_i]) from the saved inv_rms: v = x * inv_1, rho_i = inv_i / inv_1^i, n_i = rho_i v^i."""
+    k = inv_rms[:, :1]  # inv_1, (M, 1)
     v = xf * k
     rho, normed, v_i = [1.0], [v], v  # rho_1 = 1, n_1 = v
-    for i in range(2, inv.shape[-1] + 1):
-        ratio = inv[:, i - 1 : i]
+    for i in range(2, inv_rms.shape[-1] + 1):
+        ratio = inv_rms[:, i - 1 : i]
         for _ in range(i):
             ratio = ratio / k
         v_i = v_i * v
@@ -108,21 +108,21 @@ def _up(t: torch.Tensor) -> torch.Tensor:
 
 
 def poly_norm_forward_parts(x, weight, bias, eps):
-    """(y, inv, t): the forward and its per-row scales t_i (see ``kernel_sets``: compiled with t
+    """(y, inv_rms, t): the forward and its per-row scales t_i (see ``kernel_sets``: compiled with t
     as an output, Inductor reads t from memory instead of recomputing r rsqrt per element)."""
-    u, t, inv = _scaled_stats(_up(x), weight.shape[0], eps)
-    return _scaled_combine(u, t, weight, bias).to(x.dtype), inv, t
+    u, t, inv_rms = _scaled_stats(_up(x), weight.shape[0], eps)
+    return _scaled_combine(u, t, weight, bias).to(x.dtype), inv_rms, t
 
 
 def poly_norm_forward_torch(x, weight, bias, eps):
     return poly_norm_forward_parts(x, weight, bias, eps)[:2]
 
 
-def _poly_norm_grads(gf, xf, weight, inv):
+def _poly_norm_grads(gf, xf, weight, inv_rms):
     """(grad_x float32, grad_weight, grad_bias) of PolyNorm for float32 g and x."""
     r, n = weight.shape[0], xf.shape[-1]
     w = weight.to(xf.dtype)
-    v, rho, normed = _saved_powers(xf, inv)
+    v, rho, normed = _saved_powers(xf, inv_rms)
     grad_x = torch.zeros_like(xf)  # dL/dx / inv_1, accumulated over i
     grad_w = []  # a_1 .. a_r, reversed into the weight layout at the end
     v_below = torch.ones_like(xf)  # v^(i-1)
@@ -132,32 +132,32 @@ def _poly_norm_grads(gf, xf, weight, inv):
         inner = gf - (d_i / n) * normed[i - 1]
         grad_x = grad_x + (w[r - i] * i) * rho[i - 1] * v_below * inner
         v_below = v_below * v
-    grad_x = grad_x * inv[:, :1]
+    grad_x = grad_x * inv_rms[:, :1]
     # Bias gradient as a sum of row sums: Inductor then computes it in the same loop over each
     # row as the d_i, where a sum over the whole tensor costs a separate pass over g (CPU,
     # 4096 x 4096 fp32: 30.5 ms instead of 33.0 ms for the backward).
     return grad_x, torch.stack(grad_w[::-1]), gf.sum(-1).sum().reshape(1)
 
 
-def poly_norm_backward_torch(grad_y, x, weight, inv):
-    grad_x, grad_w, grad_b = _poly_norm_grads(_up(grad_y), _up(x), weight, inv)
+def poly_norm_backward_torch(grad_y, x, weight, inv_rms):
+    grad_x, grad_w, grad_b = _poly_norm_grads(_up(grad_y), _up(x), weight, inv_rms)
     return grad_x.to(x.dtype), grad_w, grad_b
 
 
 def gated_poly_norm_forward_parts(gate, up, weight, bias, eps):
-    """(y, inv, t), as ``poly_norm_forward_parts``."""
-    u, t, inv = _scaled_stats(_up(gate), weight.shape[0], eps)
-    return (_scaled_combine(u, t, weight, bias) * _up(up)).to(gate.dtype), inv, t
+    """(y, inv_rms, t), as ``poly_norm_forward_parts``."""
+    u, t, inv_rms = _scaled_stats(_up(gate), weight.shape[0], eps)
+    return (_scaled_combine(u, t, weight, bias) * _up(up)).to(gate.dtype), inv_rms, t
 
 
 def gated_poly_norm_forward_torch(gate, up, weight, bias, eps):
     return gated_poly_norm_forward_parts(gate, up, weight, bias, eps)[:2]
 
 
-def gated_poly_norm_backward_torch(grad_y, gate, up, weight, bias, inv):
+def gated_poly_norm_backward_torch(grad_y, gate, up, weight, bias, inv_rms):
     gf, uf, gyf = _up(gate), _up(up), _up(grad_y)
-    act = _combine(_saved_powers(gf, inv)[2], weight, bias)  # recomputed: never saved
-    grad_gate, grad_w, grad_b = _poly_norm_grads(gyf * uf, gf, weight, inv)
+    act = _combine(_saved_powers(gf, inv_rms)[2], weight, bias)  # recomputed: never saved
+    grad_gate, grad_w, grad_b = _poly_norm_grads(gyf * uf, gf, weight, inv_rms)
     return grad_gate.to(gate.dtype), (gyf * act).to(up.dtype), grad_w, grad_b
 
 

@@ -16,17 +16,23 @@ order goes to compiled/eager, and an explicit ``triton`` raises ValueError), eag
 without Triton; CPU -> compiled, or eager
 while an outer ``torch.compile`` is tracing (Inductor then fuses the closed form
 into the surrounding graph); float64 -> eager on every device.
+
+Which function runs for each implementation of an activation is a table the family
+modules fill: ``register_op(name, reference=..., function=...)`` records the reference
+formula and the ``autograd.Function`` that runs the (op, backend) kernels of
+``kernel_sets``; ``call(name, implementation, order, *args)`` selects and runs one.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from .. import reference as ref
-from .autograd import GatedPolyNormFunction, PolyNormFunction, PolyReLUFunction
+from .kernel_sets import resolve_lazy_kernels
 
 IMPLEMENTATIONS = ("auto", "reference", "eager", "compiled", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -43,6 +49,7 @@ def _triton_importable() -> bool:
         raise
     except Exception:  # noqa: BLE001 - missing or broken triton: path unavailable
         return False
+    resolve_lazy_kernels()  # now, not on a kernel's first call, which may be inside a compile trace
     return True
 
 
@@ -60,6 +67,7 @@ def available_implementations(x: torch.Tensor) -> list[str]:
 
 
 def select_implementation(x: torch.Tensor, requested: str, order: int = 1) -> str:
+    """The implementation that runs for ``requested`` on ``x`` with ``order`` coefficients a_1..a_r."""
     if requested not in IMPLEMENTATIONS:
         raise ValueError(f"argument 'implementation' must be one of {list(IMPLEMENTATIONS)}, got {requested!r}")
     triton_order_ok = order <= TRITON_MAX_ORDER
@@ -84,22 +92,34 @@ def select_implementation(x: torch.Tensor, requested: str, order: int = 1) -> st
     return requested
 
 
-def poly_relu(x, weight, bias, implementation):
-    impl = select_implementation(x, implementation, weight.numel())
+@dataclass(frozen=True)
+class DispatchedOp:
+    """One activation op with fast paths: its ground truth and the Function running its kernels.
+
+    ``reference(*args)`` and ``function.apply(*args, backend)`` take the same arguments, the
+    selecting tensor first.
+    """
+
+    name: str
+    reference: Callable
+    function: type[torch.autograd.Function]
+
+
+_OPS: dict[str, DispatchedOp] = {}
+
+
+def register_op(name: str, *, reference: Callable, function: type[torch.autograd.Function]) -> DispatchedOp:
+    """Route ``call(name, ...)`` to ``reference`` or ``function``; called by the family modules."""
+    op = _OPS[name] = DispatchedOp(name, reference, function)
+    return op
+
+
+def call(name: str, implementation: str, order: int, *args):
+    """Run op ``name`` on ``args`` with the implementation selected for ``args[0]`` and ``order``."""
+    op = _OPS.get(name)
+    if op is None:
+        raise ValueError(f"no dispatched op named {name!r}; registered: {sorted(_OPS)}")
+    impl = select_implementation(args[0], implementation, order)
     if impl == "reference":
-        return ref.poly_relu_reference(x, weight, bias)
-    return PolyReLUFunction.apply(x, weight, bias, impl)
-
-
-def poly_norm(x, weight, bias, eps, implementation):
-    impl = select_implementation(x, implementation, weight.numel())
-    if impl == "reference":
-        return ref.poly_norm_reference(x, weight, bias, eps)
-    return PolyNormFunction.apply(x, weight, bias, eps, impl)
-
-
-def gated_poly_norm(gate, up, weight, bias, eps, implementation):
-    impl = select_implementation(gate, implementation, weight.numel())
-    if impl == "reference":
-        return ref.gated_poly_norm_reference(gate, up, weight, bias, eps)
-    return GatedPolyNormFunction.apply(gate, up, weight, bias, eps, impl)
+        return op.reference(*args)
+    return op.function.apply(*args, impl)

@@ -1,47 +1,31 @@
-"""Named sets of forward/backward kernels: "eager", "compiled" and "triton".
+"""Kernels keyed by (op, backend), filled by the activation family modules.
 
-Each set has the six functions of the kernel contract (see ``closed_form.py``).
-"compiled" wraps the closed-form functions in ``torch.compile`` (Inductor's C++
-backend on CPU), compiled on first use; if compilation fails (no C++ compiler,
-an unsupported platform, the recompile limit) it warns once and falls back to
-"eager" for good.
-"triton" goes through ``torch.library`` custom ops (``triton_ops.py``) so that
-``torch.compile`` and FSDP see opaque ops with fake implementations.
+An *op* is one kernel of the contract (``"poly_norm_forward"``, ``"poly_relu_backward"``,
+...; the signatures are in ``closed_form.py``); a *backend* is ``"eager"``,
+``"compiled"`` or ``"triton"``. Each family registers its kernels where it is defined
+(``polycom.activations.polynorm`` for PolyNorm) and the autograd Functions look them up
+with ``kernel(op, backend)``, so a new fast path is one registration, not an edit here.
+
+- ``register_closed_form(op, fn)``: the eager backend is ``fn`` itself; the compiled one
+  wraps it in ``torch.compile`` (Inductor's C++ backend on CPU), compiled on first use;
+  if compilation fails (no C++ compiler, an unsupported platform, the recompile limit) it
+  warns once and runs ``fn`` eagerly for good.
+- ``register_kernel(op, "triton", module=...)``: the kernel is ``KERNELS[op]`` of that
+  module, imported on first use (Triton may be absent; ``triton_ops.py`` registers
+  ``torch.library`` custom ops so ``torch.compile`` and FSDP see opaque ops).
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 import types
 import warnings
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from . import closed_form as cf
-
-KERNEL_NAMES = (
-    "poly_norm_forward",
-    "poly_norm_backward",
-    "gated_poly_norm_forward",
-    "gated_poly_norm_backward",
-    "poly_relu_forward",
-    "poly_relu_backward",
-)
-
-
-@dataclass(frozen=True)
-class KernelSet:
-    poly_norm_forward: Callable
-    poly_norm_backward: Callable
-    gated_poly_norm_forward: Callable
-    gated_poly_norm_backward: Callable
-    poly_relu_forward: Callable
-    poly_relu_backward: Callable
-
-
-EAGER = KernelSet(*(getattr(cf, f"{name}_torch") for name in KERNEL_NAMES))
+BACKENDS = ("eager", "compiled", "triton")
 
 # First-call wall time (seconds) of each compiled kernel: mostly Inductor's
 # compile time, a fraction of it when the on-disk FX/Inductor cache is warm.
@@ -75,7 +59,7 @@ class _LazyCompiled:
     """``torch.compile(fn)`` per variant on first call; eager ``fn`` where compiling fails.
 
     ``keep``: return only the first ``keep`` outputs (the forwards compile a function with an
-    extra output, see ``_COMPILE_FUNCTIONS``).
+    extra output, see ``register_closed_form``).
     """
 
     def __init__(self, name: str, fn: Callable, keep: int | None = None):
@@ -111,30 +95,74 @@ class _LazyCompiled:
         return out
 
 
-# The forwards are compiled with the per-row scales t as a third output: a graph output is
-# materialised, so Inductor reads t from memory in the output loop instead of recomputing r
-# rsqrt per element (measured 10% slower on CPU).
-_COMPILE_FUNCTIONS = {
-    "poly_norm_forward": (cf.poly_norm_forward_parts, 2),
-    "gated_poly_norm_forward": (cf.gated_poly_norm_forward_parts, 2),
-}
-COMPILED = KernelSet(
-    *(_LazyCompiled(name, *_COMPILE_FUNCTIONS.get(name, (getattr(cf, f"{name}_torch"), None))) for name in KERNEL_NAMES)
-)
-
-
 def compile_failures() -> dict[tuple, str]:
     """Kernel variants whose compilation failed in this process (they run eagerly)."""
     return dict(_compile_failures)
 
 
-def kernel_set(name: str) -> KernelSet:
-    if name == "eager":
-        return EAGER
-    if name == "compiled":
-        return COMPILED
-    if name == "triton":
-        from .triton_ops import TRITON
+_KERNELS: dict[tuple[str, str], Callable] = {}
+_LAZY_KERNELS: dict[tuple[str, str], str] = {}  # (op, backend) -> module whose KERNELS[op] it is
 
-        return TRITON
-    raise ValueError(f"no kernel set named {name!r}")
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"argument 'backend' must be one of {list(BACKENDS)}, got {backend!r}")
+
+
+def register_kernel(op: str, backend: str, fn: Callable | None = None, *, module: str | None = None) -> None:
+    """Make ``fn`` (or ``KERNELS[op]`` of ``module``, imported on first use) the ``backend`` kernel of ``op``."""
+    _check_backend(backend)
+    if (fn is None) == (module is None):
+        raise ValueError(f"register_kernel({op!r}, {backend!r}): pass exactly one of 'fn' and 'module'")
+    _KERNELS.pop((op, backend), None)
+    _LAZY_KERNELS.pop((op, backend), None)
+    if fn is not None:
+        _KERNELS[(op, backend)] = fn
+    else:
+        _LAZY_KERNELS[(op, backend)] = module
+
+
+def register_closed_form(op: str, fn: Callable, *, compile_fn: Callable | None = None, keep: int | None = None) -> None:
+    """Register ``fn`` as the eager kernel of ``op`` and its ``torch.compile`` as the compiled one.
+
+    ``compile_fn`` (default ``fn``) is what gets compiled, of which the first ``keep``
+    outputs are returned: the PolyNorm forwards compile a variant with the per-row scales t
+    as an extra output, because a graph output is materialised and Inductor then reads t
+    from memory in the output loop instead of recomputing r rsqrt per element (measured
+    10% slower on CPU).
+    """
+    register_kernel(op, "eager", fn)
+    register_kernel(op, "compiled", _LazyCompiled(op, compile_fn or fn, keep))
+
+
+def resolve_lazy_kernels() -> None:
+    """Import every module a lazy kernel lives in and record its kernels.
+
+    Called when the Triton path is first found usable (``dispatch._triton_importable``),
+    outside any ``torch.compile`` trace: Dynamo cannot trace ``importlib``, and a model's
+    first call may well be a compiled one.
+    """
+    for key in _LAZY_KERNELS:
+        if key not in _KERNELS:  # once resolved, nothing is left for a trace to import
+            _resolve(key)
+
+
+def _resolve(key: tuple[str, str]) -> Callable:
+    fn = _KERNELS[key] = importlib.import_module(_LAZY_KERNELS[key]).KERNELS[key[0]]
+    return fn
+
+
+def kernel(op: str, backend: str) -> Callable:
+    """The ``backend`` kernel of ``op``; a ``ValueError`` lists what is registered."""
+    fn = _KERNELS.get((op, backend))
+    if fn is None:
+        if (op, backend) not in _LAZY_KERNELS:
+            _check_backend(backend)
+            raise ValueError(f"no {backend!r} kernel registered for op {op!r}; registered: {registered_kernels()}")
+        fn = _resolve((op, backend))
+    return fn
+
+
+def registered_kernels() -> list[tuple[str, str]]:
+    """Every registered (op, backend), sorted."""
+    return sorted({*_KERNELS, *_LAZY_KERNELS})

@@ -3,8 +3,12 @@
 Custom ops with fake (meta) implementations let ``torch.compile`` trace a model
 that uses them without graph breaks, and let FSDP/DTensor treat them as ordinary
 ops. Autograd is attached one level up, in ``autograd.py``, so the same
-``autograd.Function`` serves every kernel set. Outside tracing, the kernel set
+``autograd.Function`` serves every backend. Outside tracing, the registered kernel
 calls the launchers directly (same results, less host overhead).
+
+``KERNELS`` maps each op name to its kernel; the family modules register them
+(``kernel_sets.register_kernel(op, "triton", module="polycom.ops.triton_ops")``), and this module
+is imported on first use only, so machines without Triton never import it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from torch import Tensor
 
 from . import triton_poly_norm as tpn
 from . import triton_poly_relu as tpr
-from .kernel_sets import KernelSet
 
 
 def _stats_like(x: Tensor, weight: Tensor) -> Tensor:
@@ -42,13 +45,13 @@ def _(x, weight, bias, eps):
 
 
 @torch.library.custom_op("polycom::poly_norm_backward", mutates_args=())
-def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, inv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    grad_x, grad_w, grad_b = tpn.poly_norm_backward_triton(grad_y, x, weight, inv)
+def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, inv_rms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    grad_x, grad_w, grad_b = tpn.poly_norm_backward_triton(grad_y, x, weight, inv_rms)
     return (grad_x, *_own(grad_w, grad_b))
 
 
 @poly_norm_backward.register_fake
-def _(grad_y, x, weight, inv):
+def _(grad_y, x, weight, inv_rms):
     return (torch.empty_like(x), *_coef_grads_like(weight))
 
 
@@ -64,14 +67,14 @@ def _(gate, up, weight, bias, eps):
 
 @torch.library.custom_op("polycom::gated_poly_norm_backward", mutates_args=())
 def gated_poly_norm_backward(
-    grad_y: Tensor, gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor, inv: Tensor
+    grad_y: Tensor, gate: Tensor, up: Tensor, weight: Tensor, bias: Tensor, inv_rms: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    grad_gate, grad_up, grad_w, grad_b = tpn.gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv)
+    grad_gate, grad_up, grad_w, grad_b = tpn.gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms)
     return (grad_gate, grad_up, *_own(grad_w, grad_b))
 
 
 @gated_poly_norm_backward.register_fake
-def _(grad_y, gate, up, weight, bias, inv):
+def _(grad_y, gate, up, weight, bias, inv_rms):
     return (torch.empty_like(gate), torch.empty_like(up), *_coef_grads_like(weight))
 
 
@@ -109,11 +112,11 @@ def _direct_unless_tracing(op, launcher):
     return call
 
 
-TRITON = KernelSet(
-    _direct_unless_tracing(poly_norm_forward, tpn.poly_norm_forward_triton),
-    _direct_unless_tracing(poly_norm_backward, tpn.poly_norm_backward_triton),
-    _direct_unless_tracing(gated_poly_norm_forward, tpn.gated_poly_norm_forward_triton),
-    _direct_unless_tracing(gated_poly_norm_backward, tpn.gated_poly_norm_backward_triton),
-    _direct_unless_tracing(poly_relu_forward, tpr.poly_relu_forward_triton),
-    _direct_unless_tracing(poly_relu_backward, tpr.poly_relu_backward_triton),
-)
+KERNELS = {
+    "poly_norm_forward": _direct_unless_tracing(poly_norm_forward, tpn.poly_norm_forward_triton),
+    "poly_norm_backward": _direct_unless_tracing(poly_norm_backward, tpn.poly_norm_backward_triton),
+    "gated_poly_norm_forward": _direct_unless_tracing(gated_poly_norm_forward, tpn.gated_poly_norm_forward_triton),
+    "gated_poly_norm_backward": _direct_unless_tracing(gated_poly_norm_backward, tpn.gated_poly_norm_backward_triton),
+    "poly_relu_forward": _direct_unless_tracing(poly_relu_forward, tpr.poly_relu_forward_triton),
+    "poly_relu_backward": _direct_unless_tracing(poly_relu_backward, tpr.poly_relu_backward_triton),
+}

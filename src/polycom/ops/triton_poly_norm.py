@@ -379,7 +379,7 @@ def _bwd_kernel(
         row += tl.num_programs(0)
 
 
-def _rows(x, name):
+def _row_shape(x, name):
     if x.dim() != 2:
         raise RuntimeError(f"{name} expects a 2-D (rows, features) tensor, got shape {tuple(x.shape)}")
     return x.shape
@@ -387,7 +387,7 @@ def _rows(x, name):
 
 def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None):
     check_launch(name, x, weight, bias, *([] if up is None else [up]))
-    m, n = _rows(x, name)
+    m, n = _row_shape(x, name)
     order = weight.numel()
     y = torch.empty_like(x)
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
@@ -406,7 +406,7 @@ def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None)
 
 def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None):
     check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]))
-    m, n = _rows(x, name)
+    m, n = _row_shape(x, name)
     order = weight.numel()
     grad_x = torch.empty_like(x)
     grad_up = None if up is None else torch.empty_like(up)

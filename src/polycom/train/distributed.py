@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "resolve_device", "init_distributed", "parallelize", "barrier", "all_reduce",
-           "model_state_dict", "optimizer_state_dict", "load_model_state_dict", "load_optimizer_state_dict",
-           "shutdown"]
+from ..errors import UsageError
+
+__all__ = ["DistInfo", "resolve_device", "resolve_mode", "init_distributed", "parallelize", "barrier",
+           "all_reduce", "main_first", "model_state_dict", "optimizer_state_dict", "load_model_state_dict",
+           "load_optimizer_state_dict", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,13 @@ class DistInfo:
         return self.world_size > 1
 
 
+T = TypeVar("T")
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: cuda (this process's local GPU) > mps > cpu."""
+    """``auto``: cuda (this process's local GPU) > mps > cpu. A device this machine lacks
+    is a UsageError naming ``train.device``, raised before anything is built."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -49,8 +55,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise UsageError(f"train.device={name}: this torch build ({torch.__version__}) has no CUDA; "
+                             f"use train.device=cpu or auto (valid: {DEVICES})")
+        if not torch.cuda.is_available():
+            raise UsageError(f"train.device={name}: no CUDA device is visible (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use train.device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise UsageError(f"train.device={name}: cuda:{device.index} does not exist, this machine has "
+                             f"{torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"train.device={name}: MPS is not available here; use train.device=cpu or auto")
     return device
 
 
@@ -79,10 +97,42 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks, in place (a no-op in one process)."""
     if dist.is_initialized():
-        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+        dist.all_reduce(t)
     return t
+
+
+def main_first(fn: Callable[[bool], T], info: DistInfo) -> T:
+    """``fn(is_main)`` on rank 0, then, if it succeeded, on every other rank (which then
+    finds rank 0's work cached). An input error on rank 0 is raised on every rank.
+
+    Rank 0 runs ``fn`` inside ``try`` and broadcasts ``None`` or the error it raised (one
+    gloo/NCCL object broadcast, the first collective after the process group). The other
+    ranks raise that same error, so a bad corpus reads as one message from each rank,
+    not as rank 0's message plus a peer's "connection closed" crash. Errors other than
+    ``ValueError`` (bugs) are still re-raised with their traceback on rank 0.
+    """
+    if not dist.is_initialized():
+        return fn(True)
+    error = None
+    if info.is_main:
+        try:
+            result = fn(True)
+        except Exception as e:
+            error = e
+    # The exception travels pickled; ValueError subclasses carry just their message.
+    sent = [error if isinstance(error, ValueError) or error is None
+            else RuntimeError(f"rank 0 failed: {type(error).__name__}: {error}")]
+    dist.broadcast_object_list(sent, src=0)
+    if info.is_main:
+        if error is not None:
+            raise error
+        return result
+    if sent[0] is not None:
+        raise sent[0]
+    return fn(False)
 
 
 def _fully_shard():
@@ -110,7 +160,8 @@ def resolve_mode(mode: str, info: DistInfo) -> str:
     if mode == "auto":
         mode = "ddp" if info.enabled else "none"
     if mode != "none" and not info.enabled:
-        raise RuntimeError(f"train.parallel={mode!r} needs several processes: launch with torchrun")
+        raise UsageError(f"train.parallel={mode} needs several processes: launch with "
+                         f"torchrun --nproc_per_node N -m polycom.cli train ... (or use train.parallel=auto)")
     return mode
 
 
@@ -142,11 +193,6 @@ def build_sharded(build: Callable[[], nn.Module], info: DistInfo, device: torch.
             module.reset_buffers()
     set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return model
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside a DDP wrapper (FSDP2 shards in place, nothing to unwrap)."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
 def _options(full: bool = True):

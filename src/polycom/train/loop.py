@@ -32,6 +32,7 @@ import torch
 from ..data import BatchSampler, prepare_data
 from ..data.corpus import describe_source
 from . import distributed as D
+from . import preflight
 from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import Config, check_paths, load_config
@@ -56,6 +57,7 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
     built model before wrapping (instrumentation, tests)."""
     cfg = load_config(config, list(overrides))
     check_paths(cfg)
+    preflight.check(cfg)  # device, launch, folders, tokenizer path: one-line errors before anything is built
     owns_group = not torch.distributed.is_initialized()
     info, device = D.init_distributed(cfg.train.device)
     try:
@@ -68,22 +70,10 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
 
 @contextlib.contextmanager
 def _claim_run_folder(cfg: Config, info: D.DistInfo):
-    """Rank 0 locks and checks ``train.out_dir`` (run_folder.py); the other ranks receive
-    its verdict, so a refusal stops every rank instead of leaving them at a barrier."""
+    """Rank 0 locks and checks ``train.out_dir`` (run_folder.py) and holds the lock to the
+    end; a refusal (a ValueError) is raised on every rank, not left waiting at a barrier."""
     with contextlib.ExitStack() as stack:
-        verdict, changes = [None], {}
-        if info.is_main:
-            try:
-                changes = stack.enter_context(open_run_folder(cfg))
-            except RunFolderError as e:
-                if not info.enabled:
-                    raise
-                verdict = [str(e)]
-        if info.enabled:
-            torch.distributed.broadcast_object_list(verdict, src=0)
-            if verdict[0] is not None:
-                raise RunFolderError(verdict[0])
-        yield changes
+        yield D.main_first(lambda main: stack.enter_context(open_run_folder(cfg)) if main else {}, info)
 
 
 class Trainer:
@@ -109,13 +99,10 @@ class Trainer:
         cfg = self.cfg
         prepare = lambda log: prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size,
                                            cfg.data.cache_dir, log=log)
-        if self.info.is_main:  # rank 0 tokenizes; the others then find everything cached
-            self.data = prepare(self.say)
-        D.barrier()
-        if not self.info.is_main:
-            self.data = prepare(lambda *a: None)
+        # Rank 0 tokenizes, the others then find everything cached; a data error is raised on every rank.
+        self.data = D.main_first(lambda main: prepare(self.say if main else lambda *a: None), self.info)
         self.train_sampler = BatchSampler(self.data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
-        self.val_sampler = BatchSampler(self.data.stream("val"), cfg.data.seq_len, shuffle=False)
+        self.val_sampler = BatchSampler.validation(self.data.stream("val"), cfg.data.seq_len)
         self.token_bytes = torch.from_numpy(self.data.tokenizer.token_byte_lengths()).to(self.device)
 
     def _setup_model(self, setup_hook) -> None:
@@ -218,7 +205,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss (nats/token) and bits per byte over the first validation windows."""
+        """Mean loss (nats/token) and bits per byte over the validation sample (the same windows every run)."""
         self.model.eval()
         mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
         # A fixed set of windows whatever the world size: eval_batches global batches.

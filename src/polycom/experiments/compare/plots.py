@@ -122,7 +122,8 @@ def plot_throughput(throughput: dict, path: Path) -> Path:
     err = [[throughput[a]["ratio"] - throughput[a]["ratio_q25"] for a in acts],
            [throughput[a]["ratio_q75"] - throughput[a]["ratio"] for a in acts]]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
-    ax.barh(range(len(acts)), ratios, xerr=err, capsize=3, color="C0")
+    colours = ["0.6" if throughput[a].get("control") else "C0" for a in acts]  # the noise-floor control in grey
+    ax.barh(range(len(acts)), ratios, xerr=err, capsize=3, color=colours)
     ax.axvline(1, color="k", lw=1)
     ax.set_yticks(range(len(acts)), acts)
     ax.invert_yaxis()

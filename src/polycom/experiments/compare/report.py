@@ -19,7 +19,7 @@ from . import plots
 from .files import write_json_atomic, write_text_atomic
 from .records import CSV_COLUMNS
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "write_summary_json"]
 
 
 def _f(v, digits: int = 4) -> str:
@@ -134,11 +134,26 @@ def write_report(result, spec, base) -> None:
     for r in result.lr_records + result.records:
         writer.writerow(r.csv_row())
     write_text_atomic(out / "runs.csv", buf.getvalue())
-    write_json_atomic(out / "summary.json", {
+
+
+def write_summary_json(result, spec, base) -> None:
+    """Every number of the report, and the sweep's timings; written last, once the report's own time is known."""
+    s = result.summary
+    write_json_atomic(result.out / "summary.json", {
         "summary": s, "timings": result.timings, "states": result.states, "spec": spec.to_dict(),
         "base_config": base.to_dict(), "versions": package_versions(), "git": git_commit(),
         "machine": machine_description(torch.device("cpu")),
         "runs": [r.to_dict() for r in result.lr_records + result.records]})
+
+
+def _noise_floor(tp: dict) -> list[str]:
+    control = next((t for t in tp.values() if t.get("control")), None)
+    if control is None:
+        return []
+    floor = max(abs(control["ratio"] - 1), abs(control["ratio_q25"] - 1), abs(control["ratio_q75"] - 1))
+    return ["", f"Noise floor: a second, independently built copy of {control['reference']} measured "
+                f"{control['ratio']:.3f} [{control['ratio_q25']:.3f}, {control['ratio_q75']:.3f}] of the first. Speed "
+                f"ratios within about ±{floor:.3f} of 1 cannot be told apart from equal speed on this machine."]
 
 
 def _detail_sections(result, spec) -> list[str]:
@@ -164,7 +179,7 @@ def _detail_sections(result, spec) -> list[str]:
                          f"{t['memory_bytes'] / 2**20:.1f} MiB", f"{t['num_params']:,}",
                          f"{t['flops_per_token'] / 1e6:.2f}"] for a, t in tp.items()]), "",
                 f"{spec.throughput_rounds} interleaved train steps per activation in one process; memory is "
-                f"{next(iter(tp.values()))['memory_kind']}.", ""]
+                f"{next(iter(tp.values()))['memory_kind']}.", *_noise_floor(tp), ""]
     if s.get("lr_sweep"):
         out += ["## LR sweep", "", _table(["activation", "best LR", "at grid edge", "sensitivity (Δ loss at neighbours)"],
                                           [[a, d["best_lr"], d["at_edge"], _f(d["sensitivity"])]

@@ -5,7 +5,10 @@ changes, so their own tokens/s are not comparable. Instead every activation's tr
 step (forward, backward, the trainer's AdamW step) at the sweep's micro-batch is timed
 round-robin in this one process (``polycom.timing``), and reported relative to a
 reference activation (GELU when present) as the median of the per-round ratios with
-their interquartile range. Memory: on CUDA the peak allocated during one step; on CPU,
+their interquartile range. A second, independently built copy of the reference (the
+*control*, keyed ``"<reference> (control)"``) runs in the same rounds: its ratio to the
+reference would be 1 on a quiet machine, so its distance from 1 is the noise floor below
+which a measured speed difference means nothing. Memory: on CUDA the peak allocated during one step; on CPU,
 where no allocator statistic exists, the bytes autograd saves for backward in one step
 (``polycom.memory.saved_tensor_bytes``): the activation memory, which is where
 activations differ.
@@ -38,6 +41,7 @@ class Throughput:
     num_params: int
     flops_per_token: float
     reference: str
+    control: bool = False  # the second copy of the reference: measures the noise floor
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +71,15 @@ def _make_step(cfg: Config, vocab_size: int, device: torch.device):
     return model, forward, step
 
 
+def control_name(reference: str) -> str:
+    return f"{reference} (control)"
+
+
 def measure_throughput(configs: dict[str, Config], vocab_size: int, device: torch.device, rounds: int,
                        reference: str) -> dict[str, Throughput]:
-    """``configs``: activation -> the config of its main runs (same batch and sequence length)."""
+    """``configs``: activation -> the config of its main runs (same batch and sequence length).
+    The result holds one entry per activation plus the reference's control copy."""
+    configs = {**configs, control_name(reference): configs[reference]}
     steps, memory, models = {}, {}, {}
     for act, cfg in configs.items():
         model, forward, step = _make_step(cfg, vocab_size, device)
@@ -88,10 +98,12 @@ def measure_throughput(configs: dict[str, Config], vocab_size: int, device: torc
         ratios = np.array(samples[reference]) / np.array(samples[act])  # per round: act's speed / reference's
         q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
         tokens = cfg.train.micro_batch_size * cfg.data.seq_len
+        is_control = act == control_name(reference)
         out[act] = Throughput(
-            activation=act, tokens_per_s=tokens / statistics.median(samples[act]), ratio=float(q50),
+            activation=reference if is_control else act, tokens_per_s=tokens / statistics.median(samples[act]),
+            ratio=float(q50),
             ratio_q25=float(q25), ratio_q75=float(q75), memory_bytes=memory[act],
             memory_kind="peak allocated (CUDA)" if device.type == "cuda" else "saved for backward (CPU)",
             num_params=models[act].num_params(), flops_per_token=float(models[act].flops_per_token(cfg.data.seq_len)),
-            reference=reference)
+            reference=reference, control=is_control)
     return out

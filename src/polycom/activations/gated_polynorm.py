@@ -1,0 +1,88 @@
+"""Gated PolyNorm, PolyNorm(gate) * up, for GLU-style MLPs (Motif; with r = 2, Swiss AI's PNGLU).
+
+Not in the PolyCom paper (Zhuo et al., ICLR 2025): the GLU-style use of PolyNorm
+found in the wild (Motif's models; Swiss AI's PNGLU). The
+family: formula, functional form, module, registry entries ("gated_polynorm",
+"pnglu") and fast paths (``ops/closed_form.py``, ``ops/triton_poly_norm.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops import closed_form as cf
+from ..ops import dispatch
+from ..ops.autograd import GatedPolyNormFunction
+from ..ops.kernel_sets import register_closed_form, register_kernel
+from ..reference import compute_dtype
+from ..registry import register_activation
+from ..validation import check_coefficients, check_eps, check_float_tensor, check_same_shape
+from .coefficients import PolyCoefficients
+from .polynorm import poly_norm_reference
+
+__all__ = ["gated_poly_norm_reference", "gated_poly_norm", "GatedPolyNorm"]
+
+
+def gated_poly_norm_reference(
+    gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Gated PolyNorm, PolyNorm(gate) * up (Motif's models; with r = 2, Swiss AI's PNGLU).
+
+    Not in the PolyCom paper; the GLU-style use of PolyNorm found in the wild.
+    """
+    dt = compute_dtype(gate.dtype)
+    act = poly_norm_reference(gate.to(dt), weight, bias, eps)
+    return (act * up.to(dt)).to(gate.dtype)
+
+
+def gated_poly_norm(
+    gate: torch.Tensor,
+    up: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-6,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """Gated PolyNorm: ``PolyNorm(gate) * up``."""
+    check_float_tensor(gate, "gate")
+    check_float_tensor(up, "up")
+    check_same_shape(gate, up, "gate", "up")
+    check_coefficients(weight, bias, gate)
+    check_eps(eps)
+    return dispatch.call("gated_poly_norm", implementation, weight.numel(), gate, up, weight, bias, eps)
+
+
+class GatedPolyNorm(PolyCoefficients):
+    """Gated PolyNorm for GLU-style MLPs: ``forward(gate, up) = PolyNorm(gate) * up``.
+
+    Used by Motif's models; with ``order=2`` it is Swiss AI's PNGLU (linear and
+    quadratic terms only). Same ``weight``/``bias`` layout as ``PolyNorm``.
+    """
+
+    gated = True
+
+    def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None):
+        check_eps(eps)
+        super().__init__(order, device=device, dtype=dtype)
+        self.eps = float(eps)
+        self.implementation = implementation
+
+    def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return gated_poly_norm(gate, up, self.weight, self.bias, self.eps, self.implementation)
+
+    def extra_repr(self) -> str:
+        s = f"order={self.order}, eps={self.eps:g}"
+        return s + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
+
+
+# The forward is compiled with the per-row scales t as a third output (see register_closed_form).
+register_closed_form("gated_poly_norm_forward", cf.gated_poly_norm_forward_torch,
+                     compile_fn=cf.gated_poly_norm_forward_parts, keep=2)
+register_closed_form("gated_poly_norm_backward", cf.gated_poly_norm_backward_torch)
+for _op in ("gated_poly_norm_forward", "gated_poly_norm_backward"):
+    register_kernel(_op, "triton", module="polycom.ops.triton_ops")
+dispatch.register_op("gated_poly_norm", reference=gated_poly_norm_reference, function=GatedPolyNormFunction)
+register_activation("gated_polynorm", GatedPolyNorm, gated=True, description="PolyNorm(gate) * up (Motif)",
+                    paper="Motif's models (GLU-style PolyNorm); PolyNorm: Zhuo et al., ICLR 2025")
+register_activation("pnglu", GatedPolyNorm, gated=True, description="PolyNorm of order 2 (gate) * up (Swiss AI PNGLU)",
+                    paper="Swiss AI's PNGLU; PolyNorm: Zhuo et al., ICLR 2025", default_kwargs={"order": 2})

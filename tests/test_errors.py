@@ -1,0 +1,145 @@
+"""Ordinary mistakes end `polycom train` with one line on stderr naming the key or path, exit status 2.
+
+Each case goes through ``polycom.cli.main`` as a user would type it, on a tiny local corpus
+so that a check that comes too late (after tokenizing, after building the model) still
+finishes quickly and fails the "one line, no traceback" assertion instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from polycom.cli import main
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": f"document {i}: " + "word " * 40}) + "\n" for i in range(60)))
+    return path
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network here anyway; offline mode makes Hugging Face fail at once instead of retrying."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for module, name in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
+        try:
+            monkeypatch.setattr(__import__(module, fromlist=["_"]), name, True)
+        except ImportError:
+            pass
+
+
+def _train(tmp_path, corpus, *extra):
+    return ["train", f"data.source={corpus}", "data.tokenizer=byte", "model.preset=debug", "data.seq_len=16",
+            "train.steps=1", "train.batch_size=2", "train.micro_batch_size=2", "train.progress=false",
+            f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / 'run'}", *extra]
+
+
+def _one_line_error(capsys, argv, *expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("polycom ")
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def _cpu_only_device():
+    return ("cuda", "has no CUDA") if not torch.backends.cuda.is_built() else (
+        ("cuda", "no CUDA device") if not torch.cuda.is_available() else ("cuda:99", "does not exist"))
+
+
+def test_cuda_device_on_a_machine_without_it(capsys, tmp_path, corpus):
+    device, reason = _cpu_only_device()
+    line = _one_line_error(capsys, _train(tmp_path, corpus, f"train.device={device}"), f"train.device={device}", reason)
+    assert "train.device=cpu" in line  # the fix
+    assert not (tmp_path / "cache").exists()  # failed before any data was prepared
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_distributed_mode_without_torchrun(capsys, tmp_path, corpus, monkeypatch, mode):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"train.parallel={mode}"),
+                    f"train.parallel={mode}", "torchrun --nproc_per_node N -m polycom.cli train")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_config_flag_pointing_at_a_folder(capsys, tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    _one_line_error(capsys, ["train", "-c", str(folder)], "--config", str(folder), "Is a directory")
+
+
+@pytest.mark.parametrize("key", ["train.out_dir", "data.cache_dir"])
+def test_output_folders_that_are_files(capsys, tmp_path, corpus, key):
+    existing = tmp_path / "a_file"
+    existing.write_text("x")
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"{key}={existing}"),
+                    f"{key}='{existing}'", "is an existing file")
+    # A folder below a file cannot be created either; the message names the file in the way.
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"{key}={existing}/run"),
+                    f"{key}='{existing}/run'", f"inside '{existing}'")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_hf_tokenizer_folder_without_tokenizer_json(capsys, tmp_path, corpus):
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"data.tokenizer=hf:{folder}"),
+                    f"data.tokenizer=hf:{folder}", "no tokenizer.json")
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"data.tokenizer=hf:{tmp_path}/t.json"),
+                    "data.tokenizer=hf:", "no such file")
+
+
+def test_hf_tokenizer_that_cannot_be_loaded(capsys, tmp_path, corpus, offline):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not a tokenizer")
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"data.tokenizer=hf:{bad}"),
+                    "not a readable tokenizer.json")
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", "data.tokenizer=hf:no-such-org/no-such-tok"),
+                    "data.tokenizer=hf:no-such-org/no-such-tok", "could not load tokenizer",
+                    "local tokenizer.json")
+
+
+def test_unreachable_hf_dataset(capsys, tmp_path, offline):
+    pytest.importorskip("datasets")
+    _one_line_error(capsys, _train(tmp_path, "hf:no-such-org/no-such-dataset", "train.device=cpu"),
+                    "data.source=hf:no-such-org/no-such-dataset", "could not reach or find",
+                    "local .txt/.jsonl/.parquet file")
+
+
+def test_compare_reports_path_errors_in_one_line(capsys, tmp_path, corpus):
+    cache = tmp_path / "a_file"
+    cache.write_text("x")
+    _one_line_error(capsys, ["compare", "--out", str(tmp_path / "cmp"), "--activations", "relu,gelu", "--seeds", "1",
+                             "--throughput-rounds", "0", f"data.source={corpus}", "data.tokenizer=byte",
+                             "model.preset=debug", "train.steps=1", f"data.cache_dir={cache}"],
+                    "polycom compare: error:", str(cache), "Not a directory")
+
+
+def test_unknown_exceptions_keep_their_traceback(tmp_path, corpus, monkeypatch):
+    """A bug is not an input mistake: it must reach the user with its traceback, not as one line."""
+    import polycom.train
+
+    def broken(cfg):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(polycom.train, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(_train(tmp_path, corpus, "train.device=cpu"))
+
+
+def test_one_line_joins_multi_line_messages():
+    from polycom.cli.errors import one_line
+    from polycom.train import ConfigError
+
+    assert one_line(ValueError("first\n  second\n\n")) == "error: first second"
+    assert one_line(ConfigError("optim.lr: bad")) == "config error: optim.lr: bad"
+    assert one_line(FileNotFoundError(2, "No such file or directory", "x.yaml"), {"x.yaml": "--config"}) == \
+        "error: --config: 'x.yaml': No such file or directory"
