@@ -43,3 +43,54 @@ def test_empty_data_file_is_reported_by_name(capsys, tmp_path):
             "data.tokenizer=byte", "model.preset=debug", f"train.out_dir={tmp_path / 'run'}"]
     assert main(args) == 2
     assert "empty.jsonl" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_flags(capsys):
+    assert main(["train", "train.steps=10", "--dry-run", "train.seed=1", "optim.lr=3e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "  steps: 10\n" in out and "  seed: 1\n" in out and "  lr: 0.0003\n" in out
+    assert main(["compare", "--dry-run", "--seeds", "1", "train.steps=3"]) == 0
+    assert "steps: 3\n" in capsys.readouterr().out
+
+
+def test_stray_arguments_are_still_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dry-run", "--bogus", "train.steps=1"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["activations", "train.steps=1"])  # a command without overrides
+    assert exit_.value.code == 2
+
+
+def test_preset_and_config_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "-c", "tiny", "--preset", "small", "--dry-run"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--preset" in err and "--config" in err
+
+
+def test_version(capsys):
+    import importlib.metadata
+
+    import polycom
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    try:
+        expected = importlib.metadata.version("polycom")
+    except importlib.metadata.PackageNotFoundError:
+        expected = polycom.__version__
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"polycom {expected}"
+
+
+def test_bad_yaml_in_an_override_is_one_line_naming_the_key(capsys):
+    assert main(["train", "--dry-run", "model.activation_kwargs={order: 2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("polycom train: config error: model.activation_kwargs:")
+    assert main(["compare", "--dry-run", "model.activaton=gelu"]) == 2
+    assert "did you mean model.activation?" in capsys.readouterr().err
+
+
+def test_quoted_number_stays_a_string(capsys):
+    assert main(["train", "--dry-run", 'train.out_dir="2024"']) == 0
+    assert "out_dir: '2024'" in capsys.readouterr().out

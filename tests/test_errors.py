@@ -120,7 +120,7 @@ def test_compare_reports_path_errors_in_one_line(capsys, tmp_path, corpus):
     _one_line_error(capsys, ["compare", "--out", str(tmp_path / "cmp"), "--activations", "relu,gelu", "--seeds", "1",
                              "--throughput-rounds", "0", f"data.source={corpus}", "data.tokenizer=byte",
                              "model.preset=debug", "train.steps=1", f"data.cache_dir={cache}"],
-                    "polycom compare: error:", str(cache), "Not a directory")
+                    "polycom compare: error:", "data.cache_dir", str(cache), "is an existing file")
 
 
 def test_unknown_exceptions_keep_their_traceback(tmp_path, corpus, monkeypatch):

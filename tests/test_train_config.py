@@ -82,5 +82,5 @@ def test_paper_configs_match_the_paper():
     assert (dense.optim.lr, dense.optim.lr * dense.optim.min_lr_ratio) == (3e-4, pytest.approx(3e-5))
     assert (dense.optim.beta1, dense.optim.beta2, dense.optim.weight_decay) == (0.9, 0.95, 0.1)
     assert (dense.data.seq_len, dense.train.batch_size) == (4096, 64)
-    moe_cfg = moe.model.build_config(50304, 4096).moe
+    moe_cfg = moe.model_config(50304).moe
     assert (moe_cfg.num_experts, moe_cfg.top_k, moe.optim.lr) == (64, 8, 4e-4)

@@ -10,8 +10,12 @@ CLI prints it as one line (exit status 2) instead of a traceback. It subclasses
 
 from __future__ import annotations
 
-__all__ = ["UsageError"]
+__all__ = ["AnalysisError", "UsageError"]
 
 
 class UsageError(ValueError):
     """Bad input (config, paths, launch); the message names the key and the fix."""
+
+
+class AnalysisError(UsageError):
+    """A model or path the analysis cannot read; the message says what was expected."""

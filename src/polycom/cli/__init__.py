@@ -8,23 +8,50 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
-COMMANDS = ("activations", "models", "train", "compare")
+COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polycom", description="Polynomial composition activations for PyTorch")
+    parser.add_argument("--version", action="version", version=f"polycom {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)  # main() reports stray arguments with its usage
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    try:
+        return importlib.metadata.version("polycom")
+    except importlib.metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may come after flags (`polycom train train.steps=10 --dry-run train.seed=1`):
+    # argparse fills the positional list once, so the ones after a flag come back as extras.
+    overrides = [t for t in extra if _is_override(t)]
+    unknown = [t for t in extra if not _is_override(t)]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
     return args.func(args)
+
+
+def _is_override(token: str) -> bool:
+    return not token.startswith("-") and "=" in token
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ def register(sub) -> None:
         description="Train every activation x seed on the same data, token budget and parameter count, then "
                     "write REPORT.md, figures, runs.csv and summary.json to --out. Rerun the same command to "
                     "resume. KEY=VALUE overrides apply to every run, as in `polycom train`. See docs/compare.md.")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run (before or after flags)")
     p.add_argument("--preset", default="tiny", help=f"sweep preset ({', '.join(list_sweep_presets())}) or YAML path")
     p.add_argument("--out", help="report folder (default reports/compare-PRESET)")
     p.add_argument("--activations", help="comma-separated registry names (default: the preset's)")

@@ -19,16 +19,16 @@ def register(sub) -> None:
                + config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    p.add_argument("--config", "-c", help="a YAML config file or preset name")
-    p.add_argument("--preset", choices=list_presets(), help="a packaged preset (default: tiny)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides (before or after flags)")
+    source = p.add_mutually_exclusive_group()  # argparse names both flags if both are given
+    source.add_argument("--config", "-c", help="a YAML config file or preset name")
+    source.add_argument("--preset", choices=list_presets(), help="a packaged preset (default: tiny)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config, parameter count and tokens per step, then exit")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in train.out_dir instead of refusing to start")
     p.set_defaults(func=run)
-
 
 
 def run(args: argparse.Namespace) -> int:

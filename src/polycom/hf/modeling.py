@@ -13,22 +13,36 @@ O(T^2) per sequence, fine for evaluation-sized models.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..models import ModelConfig, RotaryEmbedding, Transformer
+from ..models import PRESETS, ModelConfig, RotaryEmbedding, Transformer
 
 __all__ = ["PolyComConfig", "PolyComForCausalLM", "from_polycom"]
 
-_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
 _V5 = int(transformers.__version__.split(".")[0]) >= 5
 
 
+def _default(f: dataclasses.Field):
+    """PolyComConfig's default for ModelConfig field ``f``: its own, else the "debug" preset's shape."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return PRESETS["debug"][f.name]
+
+
+# ModelConfig is the one list of fields; PolyComConfig takes each as a keyword argument.
+_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
+
+
 class PolyComConfig(PretrainedConfig):
-    """HF config holding a ``ModelConfig``'s fields (``moe`` as a dict). Defaults: the "debug" shape."""
+    """HF config holding a ``ModelConfig``'s fields (``moe`` as a dict). Defaults: ModelConfig's, and the
+    "debug" preset's shape for the fields ModelConfig requires."""
 
     model_type = "polycom"
     attribute_map = {
@@ -38,35 +52,13 @@ class PolyComConfig(PretrainedConfig):
         "max_position_embeddings": "max_seq_len",
     }
 
-    def __init__(
-        self,
-        vocab_size: int = 256,
-        n_layers: int = 2,
-        d_model: int = 64,
-        n_heads: int = 4,
-        max_seq_len: int = 64,
-        n_kv_heads: int | None = None,
-        ffn_hidden: int | None = None,
-        activation: str = "gelu",
-        activation_kwargs: dict | None = None,
-        rope_theta: float = 10000.0,
-        qk_norm: bool = False,
-        tie_embeddings: bool = False,
-        init: str = "normal",
-        init_std: float = 0.02,
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ffn_multiple_of: int = 64,
-        moe: dict | None = None,
-        **kwargs,
-    ):
-        values = dict(locals())
-        for name in _FIELDS:
-            setattr(self, name, values[name])
-        self.activation_kwargs = dict(activation_kwargs or {})
-        if moe is not None and not isinstance(moe, dict):
-            self.moe = dataclasses.asdict(moe)
-        kwargs["tie_word_embeddings"] = tie_embeddings
+    def __init__(self, **kwargs):
+        for name, f in _FIELDS.items():
+            setattr(self, name, kwargs.pop(name) if name in kwargs else _default(f))
+        self.activation_kwargs = dict(self.activation_kwargs or {})
+        if self.moe is not None and not isinstance(self.moe, dict):
+            self.moe = dataclasses.asdict(self.moe)
+        kwargs["tie_word_embeddings"] = self.tie_embeddings
         kwargs.setdefault("use_cache", False)
         super().__init__(**kwargs)
         self.to_model_config()  # validate now: errors name the ModelConfig field
@@ -77,6 +69,13 @@ class PolyComConfig(PretrainedConfig):
     @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs) -> "PolyComConfig":
         return cls(**config.to_dict(), **kwargs)
+
+
+# The signature help() and inspect show: one keyword per ModelConfig field, then PretrainedConfig's.
+PolyComConfig.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_default(f)) for name, f in _FIELDS.items()]
+    + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
 
 
 class PolyComForCausalLM(PreTrainedModel, GenerationMixin):

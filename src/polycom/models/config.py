@@ -84,6 +84,11 @@ def _check_activation(obj, name: str, allow_gated: bool = True) -> None:
     setattr(obj, name, info.name)
 
 
+def _about(help: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
+    """A field with its help text (shown by ``polycom train --help``)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class MoEConfig:
     """Mixture-of-experts MLP (OLMoE-style token-choice top-k, dropless).
@@ -149,24 +154,26 @@ class ModelConfig:
     1 / sqrt(2 n_layers) in both. ``moe`` replaces every MLP by an MoE block.
     """
 
-    vocab_size: int
-    n_layers: int
-    d_model: int
-    n_heads: int
-    max_seq_len: int
-    n_kv_heads: int | None = None
-    ffn_hidden: int | None = None
-    activation: str = "gelu"
-    activation_kwargs: dict = field(default_factory=dict)
-    rope_theta: float = 10000.0
-    qk_norm: bool = False
-    tie_embeddings: bool = False
-    init: str = "normal"
-    init_std: float = 0.02
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    ffn_multiple_of: int = 64
-    moe: MoEConfig | None = None
+    # The single list of model settings: polycom.train's ModelSection and the Hugging Face
+    # PolyComConfig are derived from these fields (and their help texts).
+    vocab_size: int = _about("vocabulary size (rows of the embedding)")
+    n_layers: int = _about("transformer blocks")
+    d_model: int = _about("residual width")
+    n_heads: int = _about("attention heads")
+    max_seq_len: int = _about("longest sequence (RoPE table length)")
+    n_kv_heads: int | None = _about("key/value heads (grouped-query attention; None = n_heads)", None)
+    ffn_hidden: int | None = _about("non-gated MLP width (gated activations get 2/3; None = default_ffn_hidden)", None)
+    activation: str = _about("MLP activation, a registry name (polycom activations)", "gelu")
+    activation_kwargs: dict = _about("keyword arguments of the activation", factory=dict)
+    rope_theta: float = _about("RoPE base", 10000.0)
+    qk_norm: bool = _about("RMS-normalise queries and keys", False)
+    tie_embeddings: bool = _about("share input and output embeddings", False)
+    init: str = _about("'normal' (init_std) or 'small' (sqrt(2/(5d)))", "normal")
+    init_std: float = _about("std of the 'normal' init", 0.02)
+    norm_eps: float = _about("RMSNorm epsilon", 1e-5)
+    dropout: float = _about("dropout probability", 0.0)
+    ffn_multiple_of: int = _about("MLP widths are rounded to this multiple", 64)
+    moe: MoEConfig | None = _about("mixture-of-experts MLP (MoEConfig; None = dense)", None)
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layers", "d_model", "n_heads", "max_seq_len", "ffn_multiple_of"):

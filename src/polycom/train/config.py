@@ -3,8 +3,12 @@
     cfg = load_config("tiny", ["model.activation=polynorm", "optim.lr=3e-4"])
 
 Every field carries its help text (``polycom train --help`` prints them all).
-Each section validates itself at construction and every error names the full
-key (``optim.lr``), so a bad config fails before any data or model is touched.
+The ``model`` section is derived from ``polycom.models.ModelConfig``'s fields, so
+a model setting is declared once. OmegaConf does the parsing: the dataclass tree
+is its structured schema, the YAML file and the overrides are merged onto it
+(type-checked per field), and ``to_object`` builds the dataclasses. The tree
+validates itself at construction and every error names the full key
+(``optim.lr``), so a bad config fails before any data or model is touched.
 The checks that need the file system (does ``data.source`` exist?) run in
 ``check_paths``, called by the trainer before it starts.
 """
@@ -12,17 +16,26 @@ The checks that need the file system (does ``data.source`` exist?) run in
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import json
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from ..models.config import ModelConfig, MoEConfig
 
 __all__ = ["ConfigError", "Config", "ModelSection", "DataSection", "OptimSection", "TrainSection",
-           "load_config", "config_help", "preset_path", "list_presets"]
+           "load_config", "config_help", "preset_path", "list_presets", "check_paths"]
+
+_UNIONS = (typing.Union, types.UnionType)
 
 
 class ConfigError(ValueError):
@@ -34,48 +47,69 @@ def _f(default, help: str):
     return field(metadata={"help": help}, **kw)
 
 
-@dataclass
-class ModelSection:
-    """Maps onto ``polycom.models.ModelConfig``: a preset plus field overrides (None = preset value)."""
+# --- the model section, derived from ModelConfig ---------------------------------
 
-    preset: str = _f("tiny", "model preset from polycom.models.PRESETS")
-    vocab_size: int | None = _f(None, "None = the tokenizer's vocabulary size")
-    n_layers: int | None = _f(None, "transformer blocks")
-    d_model: int | None = _f(None, "residual width")
-    n_heads: int | None = _f(None, "attention heads")
-    n_kv_heads: int | None = _f(None, "key/value heads (grouped-query attention)")
-    ffn_hidden: int | None = _f(None, "non-gated MLP width (gated activations get 2/3)")
-    activation: str | None = _f(None, "MLP activation, a registry name (polycom activations)")
-    activation_kwargs: dict | None = _f(None, "keyword arguments of the activation")
-    max_seq_len: int | None = _f(None, "None = data.seq_len")
-    rope_theta: float | None = _f(None, "RoPE base")
-    qk_norm: bool | None = _f(None, "RMS-normalise queries and keys")
-    tie_embeddings: bool | None = _f(None, "share input and output embeddings")
-    init: str | None = _f(None, "'normal' (init_std) or 'small' (sqrt(2/(5d)))")
-    init_std: float | None = _f(None, "std of the 'normal' init")
-    norm_eps: float | None = _f(None, "RMSNorm epsilon")
-    dropout: float | None = _f(None, "dropout probability")
-    ffn_multiple_of: int | None = _f(None, "MLP widths are rounded to this multiple")
-    moe: dict | None = _f(None, "MoEConfig fields merged into the preset's (e.g. {top_k: 1})")
+# How the section reads a field where that differs from "set: replaces the preset's value; unset
+# (null): the preset's value".
+_SECTION_NOTES = {
+    "vocab_size": "unset (null): the tokenizer's vocabulary size",
+    "max_seq_len": "unset (null): data.seq_len",
+    "moe": "a mapping of MoEConfig fields merged into the preset's (e.g. {top_k: 1}); unset (null): the preset's",
+}
 
-    def overrides(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
 
-    def build_config(self, vocab_size: int | None = None, seq_len: int | None = None):
-        """The ``ModelConfig``; ``vocab_size``/``seq_len`` fill the fields left None."""
-        from ..models import model_config
+def _section_annotation(tp):
+    """A ModelConfig annotation as a ModelSection one: optional (None = the preset's value);
+    ``moe`` (a dataclass) and ``activation_kwargs`` become plain mappings, merged into the preset's."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in _UNIONS else [tp]
+    (base,) = args
+    if base is dict or dataclasses.is_dataclass(base):
+        base = Dict[str, Any]
+    return Optional[base]
 
-        kw = self.overrides()
-        if vocab_size is not None:
-            if "vocab_size" in kw and kw["vocab_size"] < vocab_size:
-                raise ConfigError(f"model.vocab_size={kw['vocab_size']} is smaller than the tokenizer's {vocab_size}")
-            kw.setdefault("vocab_size", vocab_size)
-        if seq_len is not None:
-            kw.setdefault("max_seq_len", seq_len)
-        try:
-            return model_config(self.preset, **kw)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"model: {e}") from None
+
+def model_section_fields(model_config_cls: type = ModelConfig) -> list:
+    """``make_dataclass`` fields of the model section: ``preset``, then one optional field per
+    field of ``model_config_cls`` with its help text."""
+    hints = typing.get_type_hints(model_config_cls)
+    out = [("preset", str, _f("tiny", "model preset from polycom.models.PRESETS"))]
+    for f in dataclasses.fields(model_config_cls):
+        note = _SECTION_NOTES.get(f.name, "unset (null): the preset's value")
+        out.append((f.name, _section_annotation(hints[f.name]), _f(None, f"{f.metadata['help']}; {note}")))
+    return out
+
+
+def _overrides(self) -> dict:
+    """The fields set (not None): they replace the preset's values."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
+
+
+def _build_config(self, vocab_size: int | None = None, seq_len: int | None = None) -> ModelConfig:
+    """The ``ModelConfig``: the preset with the set fields replaced; ``vocab_size``/``seq_len``
+    fill ``vocab_size``/``max_seq_len`` where left None. A run gets it through ``Config.model_config``."""
+    from ..models import model_config
+
+    kw = self.overrides()
+    if vocab_size is not None:
+        if "vocab_size" in kw and kw["vocab_size"] < vocab_size:
+            raise ConfigError(f"model.vocab_size={kw['vocab_size']} is smaller than the tokenizer's {vocab_size}")
+        kw.setdefault("vocab_size", vocab_size)
+    if seq_len is not None:
+        kw.setdefault("max_seq_len", seq_len)
+    if isinstance(kw.get("moe"), dict):
+        _reject_unknown_keys(kw["moe"], [f.name for f in dataclasses.fields(MoEConfig)], "model.moe")
+    try:
+        return model_config(self.preset, **kw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: {e}") from None
+
+
+# One field per ModelConfig field (plus the preset), so a new ModelConfig field is one edit.
+ModelSection = dataclasses.make_dataclass(
+    "ModelSection", model_section_fields(),
+    namespace={"__module__": __name__, "overrides": _overrides, "build_config": _build_config,
+               "__doc__": "Maps onto ``polycom.models.ModelConfig``: a preset plus field overrides "
+                          "(None = the preset's value)."})
 
 
 @dataclass
@@ -135,6 +169,7 @@ class TrainSection:
     tensorboard: bool = _f(False, "also write TensorBoard events to out_dir/tb")
     progress: bool = _f(True, "show a progress bar")
     nan_guard: bool = _f(True, "stop on a non-finite loss or gradient and report the first bad layer")
+    monitor_every: int = _f(0, "log MLP pre/post-activation RMS, max and non-finite share every N steps (0 = off)")
 
 
 @dataclass
@@ -145,14 +180,35 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
 
     def __post_init__(self):
+        self._model_configs: dict[str, ModelConfig] = {}
         _validate(self)
+
+    def model_config(self, vocab_size: int | None = None) -> ModelConfig:
+        """The run's ``ModelConfig``: ``model.preset`` with the ``model.*`` fields set, ``max_seq_len``
+        defaulting to ``data.seq_len`` and ``vocab_size`` to the tokenizer's (``vocab_size``, or the one
+        this config implies without training it). Built once per config and vocabulary size: the
+        validation at construction, the trainer and ``--dry-run`` all get the same object."""
+        vocab_size = vocab_size or self.implied_vocab_size()
+        # The key holds the model settings too: a section edited after construction is rebuilt.
+        key = json.dumps([vocab_size, self.data.seq_len, dataclasses.asdict(self.model)], sort_keys=True)
+        if key not in self._model_configs:
+            self._model_configs[key] = self.model.build_config(vocab_size, self.data.seq_len)
+        return self._model_configs[key]
+
+    def implied_vocab_size(self) -> int:
+        """The vocabulary size known without a tokenizer: ``model.vocab_size`` if set, 256 for
+        ``byte``, ``data.vocab_size`` for ``bpe``; a placeholder 256 for ``hf:`` tokenizers, whose
+        size is known only once loaded (the trainer passes it to ``model_config``)."""
+        if self.model.vocab_size:
+            return self.model.vocab_size
+        return self.data.vocab_size if self.data.tokenizer == "bpe" else 256
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        return _build(cls, d, "")
+        return _build([d])
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -196,7 +252,7 @@ def _validate(cfg: Config) -> None:
          f"must be auto/none/ddp/fsdp, got {t.parallel!r}")
     need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "train.device",
          f"must be auto/cpu/cuda[:N]/mps, got {t.device!r}")
-    mc = cfg.model.build_config(vocab_size=cfg.model.vocab_size or 256, seq_len=d.seq_len)
+    mc = cfg.model_config()
     need(mc.max_seq_len >= d.seq_len, "model.max_seq_len",
          f"must be >= data.seq_len={d.seq_len}, got {mc.max_seq_len}")
 
@@ -211,89 +267,112 @@ def check_paths(cfg: Config) -> None:
         raise ConfigError(f"data.source: no such file or folder: {s!r}")
 
 
-# --- building from dicts, with type checks ------------------------------------
+# --- parsing: OmegaConf merges the layers onto the typed tree ---------------------
+
+@functools.cache
+def _schema() -> DictConfig:
+    """The typed tree with the dataclass defaults (built once: OmegaConf.structured is slow)."""
+    return OmegaConf.structured(Config)
+
+
+def _build(layers: list) -> Config:
+    """Merge ``layers`` (dicts or OmegaConf nodes, later wins) onto the dataclass tree, type-checked
+    by OmegaConf, then build the dataclasses (which validate the values)."""
+    for layer in layers:
+        _check_sections(layer, Config, "")
+    try:
+        merged = OmegaConf.merge(_schema(), *layers)  # merge copies: the cached schema stays as it is
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        raise ConfigError(_unknown_key_message(e.full_key or str(e.key))) from None
+    except ValidationError as e:
+        raise ConfigError(_type_message(e)) from None
+    except OmegaConfBaseException as e:  # interpolation errors and the like
+        raise ConfigError(f"{e.full_key or 'config'}: {e.msg}") from None
+
+
+def _check_sections(node, cls, prefix: str) -> None:
+    """Sections must be mappings. (OmegaConf's merge error for ``model=3`` names no key.)"""
+    if not isinstance(node, (dict, DictConfig)):
+        keys = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a section (a mapping of {keys}), "
+                          f"got {node!r}")
+    hints = typing.get_type_hints(cls)
+    for name in node:
+        if dataclasses.is_dataclass(hints.get(name)) and node[name] is not None:
+            _check_sections(node[name], hints[name], f"{prefix}{name}.")
+
+
+def _annotation(key: str):
+    """The declared type of dotted ``key`` in the Config tree (None past a plain mapping)."""
+    tp: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
+
 
 def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) in _UNIONS:
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is dict or tp is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _coerce(value: Any, tp, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, "
-                          f"got {type(value).__name__} ({value!r})")
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        dict: isinstance(value, dict),
-    }.get(tp)
-    if ok is None:
-        raise ConfigError(f"{key}: unsupported annotation {tp}")
-    if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
-    return float(value) if tp is float else value
+def _type_message(e: ValidationError) -> str:
+    key = e.full_key or "config"
+    tp = _annotation(key) if e.full_key else Config
+    if tp is None:
+        return f"{key}: {e.msg}"
+    if dataclasses.is_dataclass(tp):
+        keys = ", ".join(f.name for f in dataclasses.fields(tp))
+        return f"{key}: expected a section (a mapping of {keys}), got {e.value!r}"
+    return f"{key}: expected {_type_name(tp)}, got {e.value!r}"
 
 
-def _build(cls, d: dict, prefix: str):
-    if not isinstance(d, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown config key (valid keys"
-                          f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))})")
-    kw = {}
-    for name, value in d.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kw[name] = _build(tp, value or {}, f"{prefix}{name}.")
-        else:
-            kw[name] = _coerce(value, tp, prefix + name)
-    return cls(**kw)
+def _unknown_key_message(key: str) -> str:
+    parent, _, name = key.rpartition(".")
+    tp = _annotation(parent) if parent else Config
+    valid = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
+    return _unknown(key, valid)
 
 
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
-    node = tree
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{key}: {part!r} is not a section")
-    node[last] = value
+def _unknown(key: str, valid: list[str]) -> str:
+    parent, _, name = key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        return f"{key}: unknown key; did you mean {prefix}{close[0]}?"
+    return f"{key}: unknown key; valid keys{' in ' + parent if parent else ''}: {', '.join(valid)}"
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"optim.lr=3e-4"`` -> ``("optim.lr", 0.0003)``; values are parsed as YAML scalars."""
-    if "=" not in item:
+def _reject_unknown_keys(d: dict, valid: list[str], section: str) -> None:
+    for name in d:
+        if name not in valid:
+            raise ConfigError(_unknown(f"{section}.{name}", valid))
+
+
+def _parse_override(item: str) -> DictConfig:
+    """``"optim.lr=3e-4"`` -> ``{optim: {lr: 3e-4}}``; the value is read as YAML (OmegaConf's
+    loader, which reads ``3e-4`` as a float; quote a value to keep it a string)."""
+    key, eq, _ = item.partition("=")
+    if not eq or not key.strip():
         raise ConfigError(f"{item}: overrides look like key=value (e.g. optim.lr=3e-4)")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    if isinstance(value, str) and _looks_like_float(value):
-        value = float(value)  # YAML 1.1 reads "3e-4" as a string
-    return key.strip(), value
-
-
-def _looks_like_float(s: str) -> bool:
     try:
-        float(s)
-        return s.strip().lower() not in ("nan", "inf", "-inf", "infinity")
-    except ValueError:
-        return False
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: value is not valid YAML ({_one_line(getattr(e, 'problem', None) or e)}): "
+                          f"{item.partition('=')[2]!r}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{key}: {_one_line(e)}") from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 # --- presets and loading ------------------------------------------------------
@@ -306,33 +385,24 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> DictConfig:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = OmegaConf.load(path)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    data = _fix_floats(data)
-    if not isinstance(data, dict):
+    if not isinstance(data, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-
-
-def _fix_floats(node):
-    if isinstance(node, dict):
-        return {k: _fix_floats(v) for k, v in node.items()}
-    if isinstance(node, str) and _looks_like_float(node):
-        return float(node)
-    return node
 
 
 def load_config(config: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Config:
     """A Config from a preset name, a YAML path, a dict or a Config, then dotted overrides."""
     if isinstance(config, Config):
-        tree = config.to_dict()
+        base: Any = config.to_dict()
     elif isinstance(config, dict):
-        tree = dict(config)
+        base = config
     elif config is None:
-        tree = {}
+        base = {}
     else:
         path = Path(config)
         if not path.suffix and not path.exists():
@@ -341,12 +411,8 @@ def load_config(config: str | Path | dict | Config | None = None, overrides: lis
             path = preset_path(str(config))
         if not path.exists():
             raise ConfigError(f"--config: no such file {str(path)!r}")
-        tree = _read_yaml(path)
-    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(tree, key, value)
-    return Config.from_dict(tree)
+        base = _read_yaml(path)
+    return _build([base, *(_parse_override(item) for item in overrides)])
 
 
 def config_help() -> str:

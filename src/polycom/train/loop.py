@@ -38,6 +38,7 @@ from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rn
 from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
+from .monitor import ActivationMonitor
 from .optim import build_optimizer, build_scheduler, describe_groups
 from .result import Eval, RunResult, peak_memory_bytes
 from .run_folder import RunFolderError, open_run_folder
@@ -109,7 +110,7 @@ class Trainer:
         from ..models import build_model
 
         cfg, dev = self.cfg, self.device
-        self.model_config = cfg.model.build_config(self.data.tokenizer.vocab_size, cfg.data.seq_len)
+        self.model_config = cfg.model_config(self.data.tokenizer.vocab_size)
 
         def build():
             torch.manual_seed(cfg.train.seed)  # same init on every rank, and on meta or not
@@ -305,11 +306,14 @@ class Trainer:
         prefetch = _Prefetcher(self._micro_batch, self.accum)
         step_times, t_start = [], time.perf_counter()
         completed, saved = start, start  # the weights are those after `completed` steps; `saved` is on disk
+        monitor = ActivationMonitor(self.raw_model, t.monitor_every, enabled=self.info.is_main)  # escaping activations
         try:
             for step in range(start, end):
                 t0 = time.perf_counter()
+                monitor.begin(step + 1)  # monitor: hooks on monitored steps only
                 record = self.train_step(step, prefetch.get)
                 dt = time.perf_counter() - t0
+                monitor.end(logger, bar.write)  # monitor: log the step's statistics and warnings
                 step_times.append(dt)
                 if "report" in record:
                     result.update(self._diverged(record["report"], logger, bar))
@@ -335,6 +339,7 @@ class Trainer:
         finally:
             prefetch.close()
             bar.close()
+        monitor.finish(self.out_dir)  # monitor: monitor.png
         self._data_wait_s = prefetch.wait_s
         return result, step_times, time.perf_counter() - t_start
 

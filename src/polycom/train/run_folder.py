@@ -41,7 +41,8 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "nan_report.json", 
 # train.steps re-plans the cosine schedule over the new total from the resumed step on.
 SAFE_TO_CHANGE = frozenset({
     "train.steps", "train.stop_at_step", "train.log_every", "train.eval_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.threads", "train.progress", "train.tensorboard", "train.nan_guard",
+    "train.keep_checkpoints", "train.monitor_every", "train.threads", "train.progress", "train.tensorboard",
+    "train.nan_guard",
     "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.out_dir", "data.cache_dir",
 })
 _COMMANDS = ("train.resume", "train.overwrite")  # what to do with the folder, not settings of the run

@@ -46,7 +46,7 @@ def dry_run(cfg: Config) -> dict:
     from ..models import build_model
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    mc = cfg.model.build_config(_vocab_size(cfg), cfg.data.seq_len)
+    mc = cfg.model_config(_vocab_size(cfg))
     with torch.device("meta"):
         model = build_model(mc)
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len

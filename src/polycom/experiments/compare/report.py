@@ -15,7 +15,7 @@ import platform
 import torch
 
 from ...environment import git_commit, machine_description, package_versions
-from . import plots
+from . import inside, plots
 from .files import write_json_atomic, write_text_atomic
 from .records import CSV_COLUMNS
 
@@ -122,6 +122,7 @@ def write_report(result, spec, base) -> None:
           "## Setting", "", *_setting(result, spec, base), "", "## Main table", "", _main_table(s), "",
           "![validation loss](figures/loss_curves.png)", ""]
     md += _detail_sections(result, spec)
+    md += inside.section(result, figures)  # effective rank and layer similarity (inside.py)
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs[1:]] + [""]
     md += ["## Reproduce", "", f"- machine: {machine_description(torch.device('cpu'))}; {platform.node() or ''}",
            f"- git: {git_commit() or 'not a git checkout'}",

@@ -52,7 +52,7 @@ def _make_step(cfg: Config, vocab_size: int, device: torch.device):
     from ...train.optim import build_optimizer
 
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model.build_config(vocab_size, cfg.data.seq_len)).to(device)
+    model = build_model(cfg.model_config(vocab_size)).to(device)
     optimizer = build_optimizer(model, cfg.optim, device.type)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab_size, (cfg.train.micro_batch_size, cfg.data.seq_len + 1), generator=generator)
