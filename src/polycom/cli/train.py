@@ -26,16 +26,21 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config, parameter count and tokens per step, then exit")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in train.out_dir instead of refusing to start")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import load_config
+    from ..train.checkpoint import DiskFullError
     from .errors import USER_ERRORS, report
 
     overrides = list(args.overrides)
     if args.resume:
         overrides.append("train.resume=true")
+    if args.overwrite:
+        overrides.append("train.overwrite=true")
     try:
         cfg = load_config(args.config or args.preset or "tiny", overrides)
         if args.dry_run:
@@ -46,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         from ..train import run as train_run
 
         metrics = train_run(cfg)
+    except KeyboardInterrupt as e:  # the trainer checkpointed and says how to resume
+        print(f"polycom train: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    except DiskFullError as e:  # an OSError, not a user mistake: its own line and status
+        print(f"polycom train: {e}", file=sys.stderr)
+        return 1
     except USER_ERRORS as e:  # config, data, path and launch mistakes: one line, no traceback
         return report("polycom train", e, {args.config: "--config"})
     if metrics.status == "diverged":

@@ -14,10 +14,15 @@ leaves a stray temporary folder that is ignored and cleaned up next time;
 ``state.pt`` holds the step, scheduler, RNG states and data position;
 ``optimizer.pt`` the full (unsharded) optimizer state. Model weights are in
 safetensors so other tools can read them without unpickling.
+
+A full disk while writing (``ENOSPC``, or torch's ``inline_container.cc`` write failure,
+which hides the errno) removes the partial temporary folder and raises ``DiskFullError``
+naming the file and the last good checkpoint, which stays untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -27,9 +32,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_step", "rng_state",
+           "set_rng_state", "DiskFullError"]
 
 LATEST = "latest"
+
+
+class DiskFullError(OSError):
+    """No space left while writing a checkpoint; the message says which file and what is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    text = str(exc)
+    return (getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text
+            or "StorageFull" in text  # safetensors (Rust io::ErrorKind)
+            or "inline_container.cc" in text)  # torch.save's writer: "file write failed", no errno
 
 
 def _fsync_file(path: Path) -> None:
@@ -80,12 +100,25 @@ def save_checkpoint(out_dir: Path, step: int, model_state: dict, optim_state: di
     final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(_unshare(model_state), str(tmp / "model.safetensors"), metadata={"step": str(step)})
-    torch.save(optim_state, tmp / "optimizer.pt")
-    torch.save({**state, "step": step}, tmp / "state.pt")
-    (tmp / "config.yaml").write_text(config_yaml)
-    for f in tmp.iterdir():
-        _fsync_file(f)
+    writing = tmp / "model.safetensors"
+    try:
+        save_file(_unshare(model_state), str(writing), metadata={"step": str(step)})
+        writing = tmp / "optimizer.pt"
+        torch.save(optim_state, writing)
+        writing = tmp / "state.pt"
+        torch.save({**state, "step": step}, writing)
+        writing = tmp / "config.yaml"
+        writing.write_text(config_yaml)
+        for f in tmp.iterdir():
+            writing = f
+            _fsync_file(f)
+    except Exception as exc:  # safetensors raises its own error type, torch a RuntimeError
+        if not _is_disk_full(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # free what the partial copy took
+        last = latest_checkpoint(out_dir)
+        kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
+        raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {writing}; {kept}") from exc
     if final.exists():  # re-saving a step (e.g. a forced final save): replace the old copy
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -117,6 +150,11 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
             return folder
     done = sorted(p for p in root.glob("step_*") if (p / "state.pt").exists())
     return done[-1] if done else None
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step a checkpoint folder holds, from its name ``step_00000200``."""
+    return int(Path(folder).name.removeprefix("step_"))
 
 
 def load_checkpoint(folder: Path) -> dict:

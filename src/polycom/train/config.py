@@ -164,6 +164,7 @@ class TrainSection:
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
     out_dir: str = _f("runs/tiny", "run folder: config.yaml, metrics.jsonl, checkpoints/")
     resume: bool = _f(False, "continue from the latest checkpoint in out_dir")
+    overwrite: bool = _f(False, "replace the run already in out_dir (removes its files) instead of refusing to start")
     stop_at_step: int = _f(0, "stop after this step with a checkpoint, as if interrupted (0 = run all steps)")
     tensorboard: bool = _f(False, "also write TensorBoard events to out_dir/tb")
     progress: bool = _f(True, "show a progress bar")

@@ -2,17 +2,22 @@
 
 Only the main rank writes. On resume the JSONL file is cut back to the
 checkpoint's step, so a run that crashed after its last checkpoint and was
-resumed has each step exactly once.
+resumed has each step exactly once. The cut copy is written to a temporary file
+in the same folder, fsynced and renamed over the original, so a crash during it
+leaves the old file whole. A torn last line (a crash or a full disk in mid-write)
+is dropped with a warning; a bad line anywhere else is an error naming it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["MetricsLogger", "ProgressBar"]
+__all__ = ["MetricsLogger", "ProgressBar", "cut_metrics"]
 
 
 def _jsonable(v):
@@ -21,8 +26,48 @@ def _jsonable(v):
     return v
 
 
+def _records_up_to(path: Path, step: int, say: Callable[..., None]) -> list[str]:
+    lines = path.read_text().splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                say(f"warning: {path}: dropping the torn last line {number} ({line[:60]!r}), "
+                    "left by a crash or a full disk")
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON record ({e}); the file is damaged here, "
+                             "fix or delete that line to resume") from None
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    return kept
+
+
+def cut_metrics(path: Path, step: int, say: Callable[..., None] = print) -> None:
+    """Keep the records of steps <= ``step``; atomically (temporary file, fsync, rename)."""
+    kept = _records_up_to(path, step, say)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class MetricsLogger:
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool = False, resume_step: int | None = None):
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool = False, resume_step: int | None = None,
+                 say: Callable[..., None] = print):
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
@@ -30,9 +75,7 @@ class MetricsLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            cut_metrics(self.path, resume_step, say)
         elif resume_step is None:
             self.path.write_text("")
         self.file = open(self.path, "a")

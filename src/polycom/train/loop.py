@@ -8,7 +8,12 @@ One optimizer step = ``grad_accum`` micro-batches per rank (``batch_size =
 micro_batch_size * grad_accum * world_size`` sequences); the loss is the mean
 cross-entropy over the whole global batch, so a run gives the same losses
 under any split of that batch into ranks and micro-steps. The loop body is
-device- and rank-agnostic; ``distributed.py`` owns processes and wrapping.
+device- and rank-agnostic; ``distributed.py`` owns processes and wrapping,
+``run_folder.py`` what may be written where (lock, rerun and resume rules).
+
+Ctrl-C checkpoints the last completed step and raises ``Interrupted`` (a
+KeyboardInterrupt) saying how to resume; a full disk while checkpointing raises
+``DiskFullError`` naming the file and the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -28,15 +33,22 @@ from ..data import BatchSampler, prepare_data
 from ..data.corpus import describe_source
 from . import distributed as D
 from . import preflight
-from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
 from .monitor import ActivationMonitor
 from .optim import build_optimizer, build_scheduler, describe_groups
 from .result import Eval, RunResult, peak_memory_bytes
+from .run_folder import RunFolderError, open_run_folder
 
-__all__ = ["run", "Trainer"]
+__all__ = ["run", "Trainer", "Interrupted"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised after the last completed step was checkpointed;
+    the message is the one line that says how to continue."""
 
 
 def run(config: Config | dict | str | Path | None = None, overrides: list[str] = (), *,
@@ -50,15 +62,26 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
     owns_group = not torch.distributed.is_initialized()
     info, device = D.init_distributed(cfg.train.device)
     try:
-        return Trainer(cfg, info, device, setup_hook).fit()
+        with _claim_run_folder(cfg, info) as resume_changes:
+            return Trainer(cfg, info, device, setup_hook, resume_changes).fit()
     finally:
         if owns_group:
             D.shutdown()
 
 
+@contextlib.contextmanager
+def _claim_run_folder(cfg: Config, info: D.DistInfo):
+    """Rank 0 locks and checks ``train.out_dir`` (run_folder.py) and holds the lock to the
+    end; a refusal (a ValueError) is raised on every rank, not left waiting at a barrier."""
+    with contextlib.ExitStack() as stack:
+        yield D.main_first(lambda main: stack.enter_context(open_run_folder(cfg)) if main else {}, info)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, info: D.DistInfo, device: torch.device, setup_hook=None):
+    def __init__(self, cfg: Config, info: D.DistInfo, device: torch.device, setup_hook=None,
+                 resume_changes: dict | None = None):
         self.cfg, self.info, self.device = cfg, info, device
+        self.resume_changes = resume_changes or {}  # key -> (saved, new): what this resume changed
         self.out_dir = Path(cfg.train.out_dir)
         self.say = print if info.is_main else (lambda *a, **k: None)
         if cfg.train.threads:
@@ -105,7 +128,8 @@ class Trainer:
         self.raw_model = model
         if D.resolve_mode(cfg.train.parallel, self.info) != "fsdp":
             self.model = D.parallelize(model, cfg.train.parallel, self.info, dev)
-        self.is_ddp = self.model is not model
+        # DDP all-reduces gradients in every backward; no_sync() defers that to the last micro-step.
+        self.is_ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
         if cfg.train.compile:
             model.compile()
         self.optimizer = build_optimizer(self.model, cfg.optim, dev.type)
@@ -127,10 +151,11 @@ class Trainer:
         batch = self.train_sampler.micro_batch(step, micro, self.info.rank, self.info.world_size, mb, self.accum)
         return batch.pin_memory() if self.device.type == "cuda" else batch  # async host-to-device copy
 
-    def _forward(self, batch: torch.Tensor):
+    def _forward(self, batch: torch.Tensor, model: torch.nn.Module | None = None):
         batch = batch.to(self.device, non_blocking=True)
         with self.autocast():
-            return self.model(batch[:, :-1], targets=batch[:, 1:])  # inputs, next-token targets: (B, T)
+            model = self.model if model is None else model
+            return model(batch[:, :-1], targets=batch[:, 1:])  # inputs, next-token targets: (B, T)
 
     def train_step(self, step: int, next_batch) -> dict:
         """Forward/backward over all micro-batches, then clip and (if finite) step."""
@@ -146,8 +171,12 @@ class Trainer:
                 (out.loss / self.accum).backward()
             ce_sum += out.ce_loss.detach().float()
             aux_sum += out.aux_loss.detach().float()
-        clip = self.cfg.optim.grad_clip or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if self.cfg.optim.grad_clip > 0:  # 0: no clipping at all (an infinite limit would still multiply)
+            # A non-finite norm is passed as 0, which scales by exactly 1: the guard sees the
+            # unclipped gradients (clipping by inf makes them all 0 or NaN), and no host sync.
+            finite_norm = torch.where(torch.isfinite(grad_norm), grad_norm, torch.zeros_like(grad_norm))
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.cfg.optim.grad_clip, finite_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         loss = D.all_reduce(ce_sum / self.accum) / self.info.world_size
         stats = torch.stack([loss, grad_norm.float(), aux_sum / self.accum])
@@ -162,8 +191,9 @@ class Trainer:
         if self.model_config.moe is not None:
             record["aux_loss"] = aux_value  # rank 0's share; the loss above is the global mean
         if guard and not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            record["report"] = diagnose(self.raw_model, step + 1, loss_value, norm_value,
-                                        lambda: self._forward(batch))
+            # The unwrapped model: the diagnostic backward must not start DDP's gradient all-reduce.
+            record["report"] = diagnose(self.raw_model, self.optimizer.param_groups, step + 1, loss_value,
+                                        norm_value, lambda: self._forward(batch, self.raw_model))
             self.optimizer.zero_grad(set_to_none=True)
             return record
         if not self.optimizer.defaults.get("fused"):
@@ -215,6 +245,11 @@ class Trainer:
             self.say(f"train.resume: no checkpoint in {self.out_dir}/checkpoints, starting from step 0")
             return 0
         ckpt = load_checkpoint(folder)
+        saved_hash = ckpt["state"].get("corpus_hash")
+        if saved_hash and saved_hash != self.data.corpus_hash:
+            raise RunFolderError(f"train.resume: the training data differ from the run in {self.out_dir} "
+                                 f"(corpus hash {saved_hash[:12]}... now {self.data.corpus_hash[:12]}...); "
+                                 "resume with the same data.* settings and files, or start a new train.out_dir")
         D.load_model_state_dict(self.model, ckpt["model"])
         D.load_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["state"]["scheduler"])
@@ -226,20 +261,52 @@ class Trainer:
 
     def fit(self) -> RunResult:
         cfg, t = self.cfg, self.cfg.train
+        finished = self._finished_run() if t.resume else None
+        if finished is not None:
+            return finished
         start = self.resume() if t.resume else 0
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(cfg.to_yaml())
-        logger = MetricsLogger(self.out_dir, self.info.is_main, t.tensorboard, resume_step=start if t.resume else None)
+        logger = MetricsLogger(self.out_dir, self.info.is_main, t.tensorboard,
+                               resume_step=start if t.resume else None, say=self.say)
+        try:
+            if start == 0:
+                logger.log({"kind": "run", "step": 0, **self._run_info()})
+            else:  # the history of the folder: where each resume began and what it changed
+                logger.log({"kind": "resume", "step": start,
+                            "changed": {k: list(v) for k, v in self.resume_changes.items()}})
+            result, step_times, elapsed = self._loop(start, logger)
+            history = []
+            if start == t.steps:  # finished, but its summary.json is missing (died just after the last save)
+                result["evals"].append({"kind": "val", "step": start, "tokens": start * self.tokens_per_step,
+                                        **self.evaluate()})
+                history = _logged_train_records(self.out_dir / "metrics.jsonl")
+                step_times = [r["step_time_s"] for r in history]
+            result.update(self._summary(start, result, step_times, self._data_wait_s, elapsed))
+            if history:  # the summary's numbers come from the logged steps; this call ran none
+                result.update(train_loss=history[-1]["loss"], step_times_s=[])
+            logger.log({"kind": "summary", "step": result["final_step"],
+                        **{k: v for k, v in result.items()
+                           if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
+        finally:
+            logger.close()
+        run_result = _to_result(result)
+        if self.info.is_main:
+            (self.out_dir / "summary.json").write_text(json.dumps(run_result.to_dict(), indent=1, default=str))
+        return run_result
+
+    def _loop(self, start: int, logger: MetricsLogger) -> tuple[dict, list[float], float]:
+        """Steps ``start`` to the end (or ``train.stop_at_step``), with their logs, evaluations
+        and checkpoints; (result dict, step times, elapsed seconds)."""
+        t = self.cfg.train
         end = min(t.steps, t.stop_at_step) if t.stop_at_step else t.steps
         result = {"status": "completed" if end == t.steps else "stopped", "train_losses": [], "evals": []}
-        if start == 0 and self.info.is_main:
-            logger.log({"kind": "run", "step": 0, **self._run_info()})
         bar = ProgressBar(t.steps, start, t.progress and self.info.is_main, quiet=not self.info.is_main)
         prefetch = _Prefetcher(self._micro_batch, self.accum)
         step_times, t_start = [], time.perf_counter()
+        completed, saved = start, start  # the weights are those after `completed` steps; `saved` is on disk
         monitor = ActivationMonitor(self.raw_model, t.monitor_every, enabled=self.info.is_main)  # escaping activations
-        step = start
         try:
             for step in range(start, end):
                 t0 = time.perf_counter()
@@ -251,7 +318,7 @@ class Trainer:
                 if "report" in record:
                     result.update(self._diverged(record["report"], logger, bar))
                     break
-                done = step + 1
+                done = completed = step + 1
                 record.update(step=done, kind="train", tokens=done * self.tokens_per_step,
                               tokens_per_s=self.tokens_per_step / dt, step_time_s=dt)
                 result["train_losses"].append(record["loss"])
@@ -265,21 +332,39 @@ class Trainer:
                     bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}")
                 if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
                     self.save(done)
+                    saved = done
+        except KeyboardInterrupt:
+            bar.close()
+            raise self._interrupted(completed, saved) from None
         finally:
             prefetch.close()
             bar.close()
-        if start == t.steps:  # resuming a finished run (e.g. a re-run sweep): report its final validation
-            result["evals"].append({"kind": "val", "step": start, "tokens": start * self.tokens_per_step,
-                                    **self.evaluate()})
-        result.update(self._summary(start, result, step_times, prefetch.wait_s, time.perf_counter() - t_start))
-        logger.log({"kind": "summary", "step": result["final_step"],
-                    **{k: v for k, v in result.items() if k not in ("train_losses", "evals", "nan_report", "step_times_s")}})
-        logger.close()
         monitor.finish(self.out_dir)  # monitor: monitor.png
-        run_result = _to_result(result)
-        if self.info.is_main:
-            (self.out_dir / "summary.json").write_text(json.dumps(run_result.to_dict(), indent=1, default=str))
-        return run_result
+        self._data_wait_s = prefetch.wait_s
+        return result, step_times, time.perf_counter() - t_start
+
+    def _interrupted(self, completed: int, saved: int) -> Interrupted:
+        """Ctrl-C: checkpoint the last completed step (unless it is on disk already)."""
+        if completed == 0:
+            return Interrupted("interrupted before the first step completed; nothing was saved")
+        if completed != saved or latest_checkpoint(self.out_dir) is None:
+            self.save(completed)
+        return Interrupted(f"interrupted at step {completed}, checkpoint saved in {self.out_dir}/checkpoints; "
+                           f"continue with --resume (train.resume=true) and train.out_dir={self.out_dir}")
+
+    def _finished_run(self) -> RunResult | None:
+        """Resuming a run that already reached ``train.steps``: its summary.json, kept as it is
+        (its losses and speed are those of the steps that ran), and no step runs."""
+        last = latest_checkpoint(self.out_dir)
+        summary = self.out_dir / "summary.json"
+        if last is None or checkpoint_step(last) != self.cfg.train.steps or not summary.exists():
+            return None
+        stored = RunResult.from_dict(json.loads(summary.read_text()))
+        if stored.status != "completed" or stored.final_step != self.cfg.train.steps:
+            return None
+        self.say(f"train.resume: the run in {self.out_dir} already finished at step {stored.final_step} "
+                 f"(val loss {stored.val_loss:.4f}); its summary.json is kept")
+        return dataclasses.replace(stored, train_losses=[], step_times_s=[])  # this call ran no step
 
     def _run_info(self) -> dict:
         return {"corpus": describe_source(self.cfg.data.source), "corpus_hash": self.data.corpus_hash,
@@ -312,6 +397,13 @@ class Trainer:
                 "flops": final * self.tokens_per_step * self.flops_per_token,
                 "peak_memory_bytes": peak_memory_bytes(self.device),
                 "out_dir": str(self.out_dir), **self._run_info()}
+
+
+def _logged_train_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in records if r.get("kind") == "train"]
 
 
 def _to_result(d: dict) -> RunResult:
