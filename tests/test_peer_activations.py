@@ -286,3 +286,31 @@ def test_compare_runs_hermite_and_fourier_end_to_end(tmp_path):
     # 8 steps of a 1-layer byte-level model: the loss starts at ln(256) = 5.55 and must have moved
     # and stayed finite for both activations.
     assert all(math.isfinite(v) and v < math.log(256) for v in losses)
+
+
+def _mlp_weights(model) -> int:
+    """Weights in the MLPs, the activations' own coefficients excluded."""
+    return sum(p.numel() for n, p in model.named_parameters() if ".mlp." in n and ".act." not in n and "router" not in n)
+
+
+@pytest.mark.parametrize("d_model", [64, 96])
+def test_mu_layer_is_the_paper_formula_and_matches_the_standard_mlp_within_one_percent(d_model):
+    from polycom.models import build_model, model_config
+
+    torch.manual_seed(6)
+    over = {"d_model": d_model, "n_heads": 4}
+    mu = build_model(model_config("debug", activation="mu_layer", **over))
+    relu = build_model(model_config("debug", activation="relu", **over))
+    assert abs(_mlp_weights(mu) - _mlp_weights(relu)) <= 0.01 * _mlp_weights(relu)
+    block = mu.layers[0].mlp
+    x = torch.randn(3, d_model)
+    a = x @ block.up_proj.weight.T
+    lam = block.rank_up.weight @ block.rank_down.weight  # Lambda = B D, (h, d), rank d/2
+    assert torch.linalg.matrix_rank(lam).item() == d_model // 2
+    want = (a * (x @ lam.T) + a) @ block.down_proj.weight.T  # C((A x) * (Lambda x) + A x), typed out
+    torch.testing.assert_close(block(x), want, rtol=1e-5, atol=1e-6)
+    full = build_model(model_config("debug-moe", activation="mu_layer_full_rank", **over))
+    moe_relu = build_model(model_config("debug-moe", activation="relu", **over))
+    assert abs(_mlp_weights(full) - _mlp_weights(moe_relu)) <= 0.01 * _mlp_weights(moe_relu)
+    with pytest.raises(ValueError, match="'mu_layer' has MLP kind 'mu', which has no expert projections"):
+        build_model(model_config("debug-moe", activation="mu_layer", **over))

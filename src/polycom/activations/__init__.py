@@ -15,6 +15,7 @@ from . import hermite  # noqa: F401 - registers
 from . import fourier  # noqa: F401 - registers
 from . import tropical  # noqa: F401 - registers
 from . import fitting  # noqa: F401
+from . import mu_layer  # noqa: F401 - registers
 from .baselines import GEGLU, ReLU2, SwiGLU
 from .coefficients import PolyCoefficients
 from .fitting import fit
