@@ -71,8 +71,8 @@ def _products(w1: torch.Tensor, w2: torch.Tensor, sign: float) -> torch.Tensor:
 def fourier_second_moments(bias, cos, sin, frequency) -> tuple[torch.Tensor, torch.Tensor]:
     """(E[F(x)^2], E[F'(x)^2]) for x ~ N(0, 1), in closed form (module docstring), float64."""
     w = frequency.detach().double()
-    a = torch.cat([bias.detach().double().reshape(1), cos.detach().double()])
-    b = sin.detach().double()
+    a = torch.cat([bias.detach().double().reshape(1), cos.detach().double().to(w.device)])
+    b = sin.detach().double().to(w.device)
     w0 = torch.cat([w.new_zeros(1), w])
     value = a @ _products(w0, w0, 1.0) @ a + b @ _products(w, w, -1.0) @ b
     wa, wb = w * a[1:], w * b
@@ -82,13 +82,14 @@ def fourier_second_moments(bias, cos, sin, frequency) -> tuple[torch.Tensor, tor
 
 def variance_preserving_fourier_parameters(frequencies: Sequence[float]) -> dict[str, torch.Tensor]:
     """bias, cos, sin, frequency (float64) with E[F^2] = E[F'^2] = 1 (module docstring)."""
-    w = torch.tensor(check_frequencies(frequencies), dtype=torch.float64)
-    shape = 1.0 / torch.arange(1, w.numel() + 1, dtype=torch.float64).square()  # u_k = v_k = 1/k^2
+    # On the CPU explicitly: modules may be built under torch.device("meta") (parameter counting).
+    cpu = dict(dtype=torch.float64, device="cpu")
+    w = torch.tensor(check_frequencies(frequencies), **cpu)
+    shape = 1.0 / torch.arange(1, w.numel() + 1, **cpu).square()  # u_k = v_k = 1/k^2
     zero = torch.zeros_like(shape)
-    p, r = fourier_second_moments(torch.ones(1, dtype=torch.float64), shape, zero, w)  # even part alone
-    q, t = fourier_second_moments(torch.zeros(1, dtype=torch.float64), zero, shape, w)  # odd part alone
-    alpha2, beta2 = torch.linalg.solve(torch.stack([torch.stack([p, q]), torch.stack([r, t])]),
-                                       torch.ones(2, dtype=torch.float64))
+    p, r = fourier_second_moments(torch.ones(1, **cpu), shape, zero, w)  # even part alone
+    q, t = fourier_second_moments(torch.zeros(1, **cpu), zero, shape, w)  # odd part alone
+    alpha2, beta2 = torch.linalg.solve(torch.stack([torch.stack([p, q]), torch.stack([r, t])]), torch.ones(2, **cpu))
     if not (alpha2 > 0 and beta2 > 0):
         raise ValueError(f"argument 'frequencies' = {frequencies!r} admits no variance-preserving init of the "
                          f"1/k^2 shape (solved alpha^2 = {alpha2:.3g}, beta^2 = {beta2:.3g}); use smaller "

@@ -133,7 +133,7 @@ class Hermite(nn.Module):
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.coefficients.copy_(torch.tensor(variance_preserving_hermite_coefficients(self.degree)))
+            self.coefficients.copy_(torch.tensor(variance_preserving_hermite_coefficients(self.degree), device="cpu"))
 
     def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The functions the learnable coefficients multiply (for ``polycom.activations.fit``)."""

@@ -213,7 +213,7 @@ class TropicalPolynomial(nn.Module):
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            self.coefficients.copy_(torch.tensor(variance_preserving_tropical_coefficients(self.degree)))
+            self.coefficients.copy_(torch.tensor(variance_preserving_tropical_coefficients(self.degree), device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x")
@@ -237,8 +237,8 @@ class TropicalRational(nn.Module):
     def reset_parameters(self) -> None:
         a, c = variance_preserving_tropical_rational_coefficients(self.degree)
         with torch.no_grad():
-            self.numerator.copy_(torch.tensor(a))
-            self.denominator.copy_(torch.tensor(c))
+            self.numerator.copy_(torch.tensor(a, device="cpu"))
+            self.denominator.copy_(torch.tensor(c, device="cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x")
