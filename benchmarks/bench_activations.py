@@ -14,6 +14,7 @@ process, so the ratios are side by side.
     python benchmarks/bench_activations.py                       # CPU, 4096 x 4096 fp32
     python benchmarks/bench_activations.py --device cuda --dtype bfloat16 --features 1024,4096,16384,65536
     python benchmarks/bench_activations.py --output docs/bench-cpu.md   # also write a markdown fragment
+    python benchmarks/bench_activations.py --ops hermite,fourier,tropical,tropical_rational   # the peers
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from harness import Report, machine_description, markdown_table, time_round_robi
 from peers import liger_poly_norm_ops  # noqa: E402
 
 from polycom import functional as PF  # noqa: E402
+from polycom import get_activation  # noqa: E402
 from polycom.memory import saved_tensor_bytes  # noqa: E402
 from polycom.ops import available_implementations  # noqa: E402
 from polycom.ops.kernel_sets import COMPILE_SECONDS  # noqa: E402
@@ -64,9 +66,24 @@ def _liger_poly_norm(device: torch.device):
     return lambda x, weight, bias: ops.LigerPolyNormFunction.apply(x, weight, bias.view(()), 1e-6, False)
 
 
+# The learnable elementwise peers (Khalfaoui-Hassani & Kesselheim 2025): registry names.
+PEER_OPS = ("hermite", "fourier", "tropical", "tropical_rational")
+
+
+def _peer_variants(op: str, x: torch.Tensor, impls: list[str]):
+    """Each implementation of a peer family; "official (checkpoint)" is its reference math under checkpoint."""
+    acts = {impl: get_activation(op, implementation=impl).to(x.device) for impl in impls}
+    fwd = {impl: (lambda act=act: act(x)) for impl, act in acts.items()}
+    fwd["official (checkpoint)"] = lambda: checkpoint(acts["reference"], x, use_reentrant=False)
+    fwd["GELU (native)"] = lambda: F.gelu(x)
+    return fwd
+
+
 def _variants(op: str, x: torch.Tensor, up: torch.Tensor, weight, bias, impls: list[str]):
     """name -> forward closure, for one op."""
     fwd = {}
+    if op in PEER_OPS:
+        return _peer_variants(op, x, impls)
     if op == "polynorm":
         for impl in impls:
             fwd[impl] = lambda impl=impl: PF.poly_norm(x, weight, bias, implementation=impl)
@@ -98,6 +115,8 @@ def bench_op(op, rows, feats, dtype, device, rounds):
     weight = torch.full((3,), 1 / 3, device=device, requires_grad=True)
     bias = torch.zeros(1, device=device, requires_grad=True)
     impls = [i for i in available_implementations(x) if i != "reference"] + ["reference"]
+    if op in PEER_OPS:
+        impls = [i for i in impls if i != "triton"]  # closed-form kernels only
     fwd = _variants(op, x, up, weight, bias, impls)
 
     def fwd_bwd(f):
@@ -146,7 +165,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--features", default="4096", help="comma-separated feature sizes")
     p.add_argument("--elements", type=int, default=4096 * 4096, help="rows = elements // features")
-    p.add_argument("--ops", default="polynorm,polyrelu,gated_polynorm")
+    p.add_argument("--ops", default="polynorm,polyrelu,gated_polynorm", help="also: " + ",".join(PEER_OPS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--output", help="also write the tables as a markdown fragment to this file")
     args = p.parse_args(argv)

@@ -11,13 +11,22 @@ GEGLU), ``fixed_polynomials`` (least-squares ReLU approximations, x^2, x^2 + x).
 """
 
 from . import baselines, fixed_polynomials, gated_polynorm, general, polynorm, polyrelu  # noqa: F401 - registers
+from . import hermite  # noqa: F401 - registers
+from . import fourier  # noqa: F401 - registers
+from . import tropical  # noqa: F401 - registers
+from . import fitting  # noqa: F401
+from . import mu_layer  # noqa: F401 - registers
 from .baselines import GEGLU, ReLU2, SwiGLU
 from .coefficients import PolyCoefficients
+from .fitting import fit
 from .fixed_polynomials import FixedPolynomial, ReLUApproximation
+from .fourier import Fourier
+from .hermite import Hermite
 from .gated_polynorm import GatedPolyNorm
 from .general import PolyCom
 from .polynorm import PolyNorm
 from .polyrelu import PolyReLU
+from .tropical import TropicalPolynomial, TropicalRational
 
 __all__ = [
     "PolyCoefficients",
@@ -30,4 +39,9 @@ __all__ = [
     "GEGLU",
     "FixedPolynomial",
     "ReLUApproximation",
+    "Hermite",
+    "Fourier",
+    "TropicalPolynomial",
+    "TropicalRational",
+    "fit",
 ]

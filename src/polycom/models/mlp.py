@@ -149,3 +149,41 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(*[getattr(self, name)(x) for name in self._inputs]))
+
+
+# --- Mu-layer (Cheng et al. 2024, "Multilinear Operator Networks", ICLR): an MLP with no activation.
+MU_RANK_FRACTION = 0.5  # l = d / 2: our choice of the rank of Lambda = B D (a fixed rule of d, so counts are exact)
+
+
+def mu_rank(d_model: int) -> int:
+    return max(1, round(MU_RANK_FRACTION * d_model))
+
+
+class MuLayer(nn.Module):
+    """y = C((A x) * (B D x) + A x): the Mu-layer of MONet, multilinear (degree 2 in x), no activation.
+
+    A (``up_proj``: d -> h), D (``rank_down``: d -> l), B (``rank_up``: l -> h), C
+    (``down_proj``: h -> d), ``*`` the elementwise product, ``A x`` the shortcut that keeps
+    the first-degree term. Lambda = B D is the paper's low-rank factorisation (rank l =
+    ``mu_rank(d)``). Weights: 2 d h + l (d + h). The normalisation of x is the
+    transformer block's pre-norm.
+    """
+
+    def __init__(self, d_model: int, hidden: int, activation: str = "mu_layer", activation_kwargs: dict | None = None):
+        super().__init__()
+        if activation_kwargs:
+            raise ValueError(f"MLP kind 'mu' takes no activation_kwargs, got {activation_kwargs!r}")
+        rank = mu_rank(d_model)
+        self.hidden, self.rank = hidden, rank
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)  # A
+        self.rank_down = nn.Linear(d_model, rank, bias=False)  # D
+        self.rank_up = nn.Linear(rank, hidden, bias=False)  # B
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)  # C
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.up_proj(x)  # (..., h)
+        return self.down_proj(a * self.rank_up(self.rank_down(x)) + a)
+
+
+register_mlp_kind(MLPKind("mu", "C((A x) * (B D x) + A x), rank(B D) = d/2 (MONet Mu-layer)",
+                          lambda d, h: 2 * d * h + mu_rank(d) * (d + h), build=MuLayer))
