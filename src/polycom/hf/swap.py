@@ -42,10 +42,11 @@ GATED_AS_ACT_FN = {
 
 
 def register_hf_activations() -> list[str]:
-    """Add polycom's non-gated activations to ACT2FN where the name is free; returns the names added."""
+    """Add polycom's elementwise (plain-MLP) activations to ACT2FN where the name is free; returns the
+    names added. Layers that replace the whole MLP (e.g. ``mu_layer``) are not activations an HF MLP can call."""
     added = []
     for name in list_activations(gated=False):
-        if name not in ACT2FN:
+        if name not in ACT2FN and activation_info(name).mlp_kind == "plain":
             ACT2FN[name] = (activation_info(name).build, {})  # ACT2FN builds a fresh module per lookup
             added.append(name)
     return added
