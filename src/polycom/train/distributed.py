@@ -126,6 +126,10 @@ def main_first(fn: Callable[[bool], T], info: DistInfo) -> T:
     sent = [error if isinstance(error, ValueError) or error is None
             else RuntimeError(f"rank 0 failed: {type(error).__name__}: {error}")]
     dist.broadcast_object_list(sent, src=0)
+    if sent[0] is not None:
+        # Every rank holds the error before any rank exits: otherwise rank 0 could close the group
+        # while a peer is still receiving (a "connection closed" crash instead of the message).
+        dist.barrier()
     if info.is_main:
         if error is not None:
             raise error
