@@ -6,9 +6,12 @@ which value to fix.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["check_float_tensor", "check_coefficients", "check_eps", "check_order", "check_same_shape"]
+__all__ = ["check_float_tensor", "check_coefficients", "check_eps", "check_interval", "check_order",
+           "check_same_shape"]
 
 
 def check_float_tensor(x, name: str) -> None:
@@ -63,3 +66,14 @@ def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str)
                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"arguments '{name_a}' and '{name_b}' must be on the same device, got {a.device} and {b.device}")
+
+
+def check_interval(interval, name: str = "interval") -> tuple[float, float]:
+    """``(lo, hi)`` as floats, finite with lo < hi."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"argument '{name}' must be two numbers (lo, hi), got {interval!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"argument '{name}' must be finite with lo < hi, got {interval!r}")
+    return lo, hi

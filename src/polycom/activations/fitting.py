@@ -21,7 +21,6 @@ submodule (e.g. a Hugging Face model after ``polycom.hf.swap_activation``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from ..registry import activation_info, list_activations
+from ..validation import check_interval
 from .polynorm import PolyNorm
 from .polyrelu import PolyReLU
 
@@ -44,16 +44,6 @@ class FitResult:
     modules: int
     max_error: float
     max_derivative_error: float
-
-
-def _check_interval(interval) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"argument 'interval' must be two numbers (lo, hi), got {interval!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"argument 'interval' must be finite with lo < hi, got {interval!r}")
-    return lo, hi
 
 
 def _target_function(target) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -131,7 +121,7 @@ def fit(module: nn.Module, target, interval: Sequence[float] = (-4.0, 4.0), dist
     ``distribution``: "normal" weights the points by the N(0, 1) density, "uniform" equally.
     Returns the max |F - t| and |F' - t'| on the fitting grid (the last module fitted).
     """
-    lo, hi = _check_interval(interval)
+    lo, hi = check_interval(interval)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"argument 'distribution' must be one of {list(DISTRIBUTIONS)}, got {distribution!r}")
     if isinstance(points, bool) or not isinstance(points, int) or points < 16:

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..reference import compute_dtype
 from ..registry import register_activation
-from ..validation import check_float_tensor
+from ..validation import check_float_tensor, check_interval
 
 __all__ = [
     "relu_least_squares_coefficients",
@@ -50,16 +50,6 @@ __all__ = [
 PAPER = "Garimella, Jha, Reagen 2021, Sisyphus: A Cautionary Tale of Using Low-Degree Polynomial Activations"
 
 
-def _check_interval(interval) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"argument 'interval' must be two numbers (lo, hi), got {interval!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"argument 'interval' must be finite with lo < hi, got {interval!r}")
-    return lo, hi
-
-
 def relu_least_squares_coefficients(degree: int, interval: Sequence[float] = (-5.0, 5.0)) -> tuple[float, ...]:
     """c_0..c_degree (lowest power first) of the degree-``degree`` least-squares fit of ReLU on ``interval``.
 
@@ -68,7 +58,7 @@ def relu_least_squares_coefficients(degree: int, interval: Sequence[float] = (-5
     """
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise ValueError(f"argument 'degree' must be an int >= 1, got {degree!r}")
-    lo, hi = _check_interval(interval)
+    lo, hi = check_interval(interval)
     m, h = (lo + hi) / 2, (hi - lo) / 2
     start = min(1.0, max(-1.0, -m / h))  # relu(m + h t) = m + h t for t > start, 0 below
     line = Polynomial([m, h])  # m + h t
@@ -137,7 +127,7 @@ class ReLUApproximation(FixedPolynomial):
 
     def __init__(self, degree: int = 2, interval: Sequence[float] = (-5.0, 5.0), input_scale: float = 1.0):
         super().__init__(relu_least_squares_coefficients(degree, interval), input_scale)
-        self.degree, self.interval = degree, _check_interval(interval)
+        self.degree, self.interval = degree, check_interval(interval)
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}, interval=[{self.interval[0]:g}, {self.interval[1]:g}], " + super().extra_repr()
