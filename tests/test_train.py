@@ -169,3 +169,25 @@ def test_cli_train_prints_final_validation(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("final: step 2, val loss") == 1 and "val bpb" in out
     assert list((tmp_path / "cli" / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("old_torch", [False, True])
+def test_grad_norm_and_clipping_equal_the_formula_on_every_torch(old_torch, monkeypatch):
+    """torch < 2.6 has no get_total_norm / clip_grads_with_norm_: the fallback must give the same numbers."""
+    from polycom.train.optim import clip_grads_to_norm_, total_grad_norm
+
+    if old_torch:
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm", raising=False)
+        monkeypatch.delattr(torch.nn.utils, "clip_grads_with_norm_", raising=False)
+    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    params[0].grad = torch.arange(12.0).reshape(3, 4)
+    params[1].grad = torch.full((5,), -2.0)
+    want = math.sqrt(sum(i * i for i in range(12)) + 5 * 4.0)  # sqrt of the summed squares, by hand
+    norm = total_grad_norm([p.grad for p in params])
+    assert norm.item() == pytest.approx(want, rel=1e-6)
+    clip_grads_to_norm_(params, 1.0, norm)
+    scale = 1.0 / (want + 1e-6)  # torch's rule: max_norm / (norm + 1e-6), capped at 1
+    assert torch.allclose(params[0].grad, torch.arange(12.0).reshape(3, 4) * scale, rtol=1e-6)
+    assert torch.allclose(params[1].grad, torch.full((5,), -2.0 * scale), rtol=1e-6)
+    clip_grads_to_norm_(params, 1e9, total_grad_norm([p.grad for p in params]))  # under the limit: unchanged
+    assert torch.allclose(params[1].grad, torch.full((5,), -2.0 * scale), rtol=1e-6)

@@ -39,7 +39,7 @@ from .config import Config, check_paths, load_config
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
 from .monitor import ActivationMonitor
-from .optim import build_optimizer, build_scheduler, describe_groups
+from .optim import build_optimizer, build_scheduler, clip_grads_to_norm_, describe_groups, total_grad_norm
 from .result import Eval, RunResult, peak_memory_bytes
 from .run_folder import RunFolderError, open_run_folder
 
@@ -171,12 +171,12 @@ class Trainer:
                 (out.loss / self.accum).backward()
             ce_sum += out.ce_loss.detach().float()
             aux_sum += out.aux_loss.detach().float()
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        grad_norm = total_grad_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if self.cfg.optim.grad_clip > 0:  # 0: no clipping at all (an infinite limit would still multiply)
             # A non-finite norm is passed as 0, which scales by exactly 1: the guard sees the
             # unclipped gradients (clipping by inf makes them all 0 or NaN), and no host sync.
             finite_norm = torch.where(torch.isfinite(grad_norm), grad_norm, torch.zeros_like(grad_norm))
-            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.cfg.optim.grad_clip, finite_norm)
+            clip_grads_to_norm_(self.model.parameters(), self.cfg.optim.grad_clip, finite_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         loss = D.all_reduce(ce_sum / self.accum) / self.info.world_size
         stats = torch.stack([loss, grad_norm.float(), aux_sum / self.accum])

@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import OptimSection
 
-__all__ = ["param_groups", "build_optimizer", "lr_lambda", "build_scheduler"]
+__all__ = ["param_groups", "build_optimizer", "lr_lambda", "build_scheduler", "total_grad_norm", "clip_grads_to_norm_"]
 
 
 def _activation_param_ids(model: nn.Module) -> set[int]:
@@ -80,3 +80,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, total_s
     warmup = min(cfg.warmup_steps, max(0, total_steps - 1))
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_lambda(step, warmup, total_steps, cfg.min_lr_ratio))
+
+
+def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all gradients together, as a tensor (no host sync).
+
+    torch >= 2.6 has ``nn.utils.get_total_norm`` (which also handles FSDP2's DTensor
+    shards); older versions, which polycom supports from 2.4, get the same formula here.
+    """
+    if hasattr(nn.utils, "get_total_norm"):
+        return nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+
+
+def clip_grads_to_norm_(params, max_norm: float, total_norm: torch.Tensor) -> None:
+    """Scale gradients by min(1, max_norm / (total_norm + 1e-6)), torch's clipping rule, given the norm."""
+    if hasattr(nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+        nn.utils.clip_grads_with_norm_(params, max_norm, total_norm)
+        return
+    scale = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.detach().mul_(scale.to(p.grad.device))
