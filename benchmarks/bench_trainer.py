@@ -78,7 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="bench-trainer-")
     cfg = load_config("tiny", [f"train.steps={args.steps}", "train.eval_every=0", "train.checkpoint_every=0",
-                               "train.progress=false", f"train.out_dir={out}", *args.overrides])
+                               "train.progress=false", f"train.out_dir={out}",
+                               "train.overwrite=true",  # each repeat replaces the previous repeat's run
+                               *args.overrides])
     device = resolve_device(cfg.train.device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{gpu}, "
