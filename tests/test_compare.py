@@ -169,7 +169,8 @@ def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("main-")]
     spec_acts = {"paper-moe-1b-7b": 2, "paper-dense-1b": 5}.get(preset, 6)
-    assert len(runs) == spec_acts * 3  # activations x 3 seeds, each with its size and cost
+    seeds = 5 if preset == "tiny" else 3  # tiny needs 5 seeds to resolve a difference (docs/compare.md)
+    assert len(runs) == spec_acts * seeds  # activations x seeds, each with its size and cost
     assert all(" params, " in line and " FLOPs" in line for line in runs)
     assert "GPU-hours" in out
 

@@ -36,6 +36,12 @@ def one_line(error: BaseException, paths: dict | None = None) -> str:
 
 
 def report(prog: str, error: BaseException, paths: dict | None = None) -> int:
-    """Print ``"{prog}: error: ..."`` as one line to stderr; return the exit status 2."""
-    print(f"{prog}: {one_line(error, paths)}", file=sys.stderr)
+    """Print ``"{prog}: error: ..."`` as one line to stderr; return the exit status 2.
+
+    The line and its newline go out in one write: under torchrun every rank reports the
+    same error to the same stderr, and with unbuffered stderr (``PYTHONUNBUFFERED``)
+    ``print`` writes the text and the newline separately, so two ranks' lines interleave.
+    """
+    sys.stderr.write(f"{prog}: {one_line(error, paths)}\n")
+    sys.stderr.flush()
     return 2
