@@ -151,10 +151,11 @@ def test_compare_runs_af_kan_end_to_end(tmp_path):
 
 # --- MoE experts of the kinds with their own layer -------------------------------------------
 
-def _routed(num_experts=3, rows=11, d=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    expert = torch.sort(torch.randint(0, num_experts, (rows,), generator=g)).values  # rows sorted by expert
-    return torch.randn(rows, d, generator=g, dtype=torch.float64), ExpertGroups.from_sorted(expert, num_experts)
+def _routed(d=8, seed=0):
+    """11 rows sorted by expert over 4 experts, expert 2 getting none (an empty group)."""
+    expert = torch.tensor([0, 0, 0, 1, 1, 3, 3, 3, 3, 3, 3])
+    x = torch.randn(expert.numel(), d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return x, ExpertGroups.from_sorted(expert, 4)
 
 
 def _dense_with_weights_of(experts, e, kind):
@@ -179,24 +180,32 @@ def _dense_with_weights_of(experts, e, kind):
     return dense
 
 
+# float64: only the summation order differs; float32: ~1e-7 per op over a few dozen terms;
+# bfloat16 (8-bit mantissa, 4e-3 per rounding) through two or four matmuls of width <= 10.
+TOLERANCES = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-5), torch.bfloat16: (5e-2, 5e-2)}
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES))
 @pytest.mark.parametrize("kind,per_expert", [("mu", False), ("afkan", False), ("afkan", True)])
-def test_each_experts_rows_equal_the_dense_layer_with_its_weights(kind, per_expert):
+def test_each_experts_rows_equal_the_dense_layer_with_its_weights(kind, per_expert, dtype):
     torch.manual_seed(4)
-    E, d, h = 3, 8, 10
+    E, d, h = 4, 8, 10
     experts = (MuExperts(d, h, E) if kind == "mu" else AFKANExperts(d, h, E, per_expert_coefficients=per_expert))
     experts = experts.double()
     with torch.no_grad():  # distinct per-expert vectors so an expert mix-up shows
         for name, p in experts.named_parameters():
             if p.dim() == 1:
                 p.add_(0.2 * torch.randn_like(p))
-    xs, groups = _routed(E, d=d)
-    out = experts(xs, groups)
-    assert out.shape == (xs.shape[0], d)
+    xs, groups = _routed(d=d)
+    want = torch.zeros(xs.shape[0], d, dtype=torch.float64)
     for e in range(E):
         rows = groups.expert == e
         if rows.any():
-            torch.testing.assert_close(out[rows], _dense_with_weights_of(experts, e, kind)(xs[rows]),
-                                       rtol=1e-10, atol=1e-12)  # float64: only summation order differs
+            want[rows] = _dense_with_weights_of(experts, e, kind)(xs[rows]).detach()
+    out = experts.to(dtype)(xs.to(dtype), groups)
+    assert out.shape == (xs.shape[0], d) and out.dtype == dtype
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(out.double(), want, rtol=rtol, atol=atol * want.abs().max().item())
 
 
 @pytest.mark.parametrize("activation", ["mu_layer", "af_kan"])
