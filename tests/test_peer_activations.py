@@ -303,5 +303,4 @@ def test_mu_layer_is_the_paper_formula_and_matches_the_standard_mlp_within_one_p
     assert torch.linalg.matrix_rank(lam).item() == d_model // 2
     want = (a * (x @ lam.T) + a) @ block.down_proj.weight.T  # C((A x) * (Lambda x) + A x), typed out
     torch.testing.assert_close(block(x), want, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="'mu_layer' has MLP kind 'mu', which has no expert projections"):
-        build_model(model_config("debug-moe", activation="mu_layer", **over))
+    # MoE experts of this kind: tests/test_af_kan.py (per-expert outputs, training, parameter matching).

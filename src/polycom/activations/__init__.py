@@ -16,6 +16,7 @@ from . import fourier  # noqa: F401 - registers
 from . import tropical  # noqa: F401 - registers
 from . import fitting  # noqa: F401
 from . import mu_layer  # noqa: F401 - registers
+from . import af_kan  # noqa: F401 - registers
 from .baselines import GEGLU, ReLU2, SwiGLU
 from .coefficients import PolyCoefficients
 from .fitting import fit

@@ -10,12 +10,8 @@ x with no activation. Built by the MLP kind ``"mu"`` (``polycom.models.mlp.MuLay
 weights 2 d h + l (d + h), l = d / 2 (our choice; the rank is a fixed rule of d so the
 width matching of ``matched_hidden`` is exact).
 
-Registry entry ``mu_layer`` (kind ``mu``), dense models only. MoE experts are stacked
-d -> h projections followed by ``act(...)`` and a down projection (``models/moe.py``);
-the low-rank factor B D passes through an l-wide layer, which that layout cannot hold,
-so an MoE model with ``mu_layer`` is refused (the MoE's error names the kind ``mu`` and
-says it has no expert projections). A full-rank Lambda would fit the gated expert
-layout (act(gate, up) = up * gate + up), but that is a different layer from the paper's.
+Registry entry ``mu_layer`` (kind ``mu``), dense and MoE models: MoE experts are
+``polycom.models.mlp.MuExperts`` (A, D, B, C stacked per expert, grouped matmuls).
 """
 
 from __future__ import annotations
@@ -29,4 +25,4 @@ __all__ = ["PAPER"]
 PAPER = "Cheng, Chrysos, Georgopoulos, Cevher 2024, Multilinear Operator Networks (ICLR)"
 
 register_activation("mu_layer", nn.Identity, mlp_kind="mu", paper=PAPER,
-                    description="no activation: C((A x) * (B D x) + A x), low-rank B D (MLP kind mu, dense only)")
+                    description="no activation: C((A x) * (B D x) + A x), low-rank B D (MLP kind mu)")

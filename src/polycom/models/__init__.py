@@ -9,6 +9,7 @@
 from .config import ModelConfig, MoEConfig, default_expert_hidden, default_ffn_hidden, matched_hidden
 from .layers import CausalSelfAttention, RMSNorm, RotaryEmbedding
 from .mlp import MLP
+from . import af_kan  # noqa: F401 - registers the MLP kind 'afkan'
 from .moe import MoE, Router
 from .presets import PRESETS, model_config
 from .transformer import Block, ModelOutput, Transformer, build_model

@@ -10,7 +10,9 @@ budget for any kind (``matched_hidden``):
 
 Both are built by :class:`MLP` from their projections. A layer that is not
 ``down(act(...(x)))`` (a multiplicative or KAN layer) registers a kind with its
-own ``build`` function and ``parameters`` count; ``build_mlp`` then builds it.
+own ``build`` function and ``parameters`` count; ``build_mlp`` then builds it, and
+its ``build_experts`` (stacked per-expert weights, ``grouped.StackedExperts``) makes
+it an MoE expert. Kinds: ``mu`` (below), ``afkan`` (``af_kan.py``).
 Each activation's registry entry names its kind (``ActivationInfo.mlp_kind``).
 """
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from ..registry import activation_info
+from .grouped import ExpertGroups, StackedExperts, grouped_linear
 
 __all__ = ["MLP", "MLPKind", "MLP_KINDS", "register_mlp_kind", "mlp_kind", "matched_hidden", "build_mlp"]
 
@@ -38,6 +41,10 @@ class MLPKind:
         activation_inputs: the projections the activation is called with, in call order.
         build: (d_model, hidden, activation, activation_kwargs) -> module, for a kind that
             :class:`MLP` does not build (None: :class:`MLP`).
+        build_experts: (d_model, hidden, num_experts, activation, activation_kwargs,
+            per_expert_coefficients) -> a ``grouped.StackedExperts`` computing, for each
+            routed row, the ``build`` module with that row's expert's weights; None for the
+            kinds with projections (the MoE stacks those itself) or a dense-only kind.
     """
 
     name: str
@@ -46,6 +53,7 @@ class MLPKind:
     projections: tuple[str, ...] = ()
     activation_inputs: tuple[str, ...] = ()
     build: Callable[..., nn.Module] | None = None
+    build_experts: Callable[..., nn.Module] | None = None
 
 
 MLP_KINDS: dict[str, MLPKind] = {}
@@ -185,5 +193,30 @@ class MuLayer(nn.Module):
         return self.down_proj(a * self.rank_up(self.rank_down(x)) + a)
 
 
+class MuExperts(StackedExperts):
+    """E Mu-layers with stacked weights: row i is ``MuLayer`` with expert ``groups.expert[i]``'s A, D, B, C.
+
+    Four grouped matmuls (A, D, then B, then C) over the padded (E, C, .) buffer, no
+    per-expert loop; parameter names and shapes are ``MuLayer``'s with a leading E.
+    """
+
+    def __init__(self, d_model: int, hidden: int, num_experts: int, activation: str = "mu_layer",
+                 activation_kwargs: dict | None = None, per_expert_coefficients: bool = False):
+        super().__init__(num_experts)
+        if activation_kwargs:
+            raise ValueError(f"MLP kind 'mu' takes no activation_kwargs, got {activation_kwargs!r}")
+        rank = mu_rank(d_model)
+        self.hidden, self.rank = hidden, rank
+        self.stacked("up_proj", hidden, d_model)  # A, (E, h, d)
+        self.stacked("rank_down", rank, d_model)  # D, (E, l, d)
+        self.stacked("rank_up", hidden, rank)  # B, (E, h, l)
+        self.stacked("down_proj", d_model, hidden)  # C, (E, d, h)
+
+    def forward(self, xs: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
+        a = grouped_linear(xs, self.up_proj, groups)  # (M, h)
+        lam_x = grouped_linear(grouped_linear(xs, self.rank_down, groups), self.rank_up, groups)  # (M, h)
+        return grouped_linear(a * lam_x + a, self.down_proj, groups)  # (M, d)
+
+
 register_mlp_kind(MLPKind("mu", "C((A x) * (B D x) + A x), rank(B D) = d/2 (MONet Mu-layer)",
-                          lambda d, h: 2 * d * h + mu_rank(d) * (d + h), build=MuLayer))
+                          lambda d, h: 2 * d * h + mu_rank(d) * (d + h), build=MuLayer, build_experts=MuExperts))

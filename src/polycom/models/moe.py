@@ -17,6 +17,10 @@ Data flow for N tokens, E experts, top-k (M = N * k routed rows):
 5. Outputs are weighted by the routing probabilities and summed per token
    with ``index_add_``.
 
+A kind with its own layer (the Mu-layer, AF-KAN: ``MLPKind.build_experts``) replaces
+steps 3-4 by its ``experts`` module, which runs the whole layer on the packed rows
+with every expert tensor stacked (the same grouped matmuls, no loop over experts).
+
 Auxiliary losses (both returned per layer, averaged over layers by the model):
 - load balance (Switch / OLMoE): E * sum_e f_e * P_e, f_e = share of the M
   routed rows sent to expert e, P_e = mean router probability of e (1 when
@@ -30,14 +34,13 @@ fused grouped-GEMM kernel would drop the padding; see docs/models.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..registry import activation_info
 from .config import MoEConfig
+from .grouped import ExpertGroups, _Groups, grouped_linear  # noqa: F401 - _Groups: the older name, re-exported
 from .mlp import build_mlp, mlp_kind
 
 __all__ = ["Router", "MoE", "ExpertActivations", "grouped_linear", "load_balance_loss", "router_z_loss"]
@@ -88,33 +91,6 @@ class Router(nn.Module):
         return s, probs, top_w, top_idx
 
 
-@dataclass
-class _Groups:
-    """Where each packed row sits in the padded (E, C, .) buffer."""
-
-    counts: list[int]  # rows per expert
-    expert: torch.Tensor  # (M,) expert of each packed row
-    slot: torch.Tensor  # (M,) position inside its expert's group
-    capacity: int  # C = the largest group
-
-    @classmethod
-    def from_sorted(cls, sorted_expert: torch.Tensor, num_experts: int) -> "_Groups":
-        counts = torch.bincount(sorted_expert, minlength=num_experts)
-        starts = torch.cumsum(counts, 0) - counts  # (E,)
-        slot = torch.arange(sorted_expert.numel(), device=sorted_expert.device) - starts[sorted_expert]
-        counts_list = counts.tolist()  # one host sync per layer: the buffer size depends on it
-        return cls(counts_list, sorted_expert, slot, max(counts_list) if counts_list else 0)
-
-
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: _Groups) -> torch.Tensor:
-    """Row i of x times expert ``groups.expert[i]``'s matrix: x (M, in), weight (E, out, in) -> (M, out)."""
-    E, _, n_in = weight.shape
-    padded = x.new_zeros(E, groups.capacity, n_in)  # (E, C, in)
-    padded[groups.expert, groups.slot] = x
-    out = torch.bmm(padded, weight.transpose(1, 2))  # (E, C, out)
-    return out[groups.expert, groups.slot]  # (M, out)
-
-
 class ExpertActivations(nn.Module):
     """One activation module per expert (Motif's per-expert coefficients).
 
@@ -148,29 +124,35 @@ class MoE(nn.Module):
         super().__init__()
         info = activation_info(activation)
         kind = mlp_kind(info.mlp_kind)
-        if not kind.projections:
+        if not kind.projections and kind.build_experts is None:
             raise ValueError(f"activation {activation!r} has MLP kind {kind.name!r}, which has no expert "
-                             "projections; MoE experts need a kind with projections (e.g. 'plain', 'gated')")
+                             "layout; MoE experts need a kind with projections or a build_experts")
         self.cfg, self.gated, self.hidden = cfg, info.gated, hidden
         self.num_experts, self.top_k = cfg.num_experts, cfg.top_k
         self.router = Router(d_model, cfg)
         E = cfg.num_experts
-        # Stacked expert weights in nn.Linear layout (E, out, in), one per projection of the kind.
         self.gate_proj = None
-        for name in kind.projections:
-            setattr(self, f"{name}_proj", nn.Parameter(torch.empty(E, hidden, d_model)))
-        self.down_proj = nn.Parameter(torch.empty(E, d_model, hidden))
-        self._inputs = tuple(f"{name}_proj" for name in kind.activation_inputs)
-        for name in (*kind.projections, "down"):
-            nn.init.normal_(getattr(self, f"{name}_proj"), std=0.02)
-        if cfg.coefficients == "per_expert":
-            self.act = ExpertActivations(activation, E, activation_kwargs)
+        self.experts, self.act = None, None
+        if kind.projections:
+            # Stacked expert weights in nn.Linear layout (E, out, in), one per projection of the kind.
+            for name in kind.projections:
+                setattr(self, f"{name}_proj", nn.Parameter(torch.empty(E, hidden, d_model)))
+            self.down_proj = nn.Parameter(torch.empty(E, d_model, hidden))
+            self._inputs = tuple(f"{name}_proj" for name in kind.activation_inputs)
+            for name in (*kind.projections, "down"):
+                nn.init.normal_(getattr(self, f"{name}_proj"), std=0.02)
+            if cfg.coefficients == "per_expert":
+                self.act = ExpertActivations(activation, E, activation_kwargs)
+            else:
+                self.act = info.build(**(activation_kwargs or {}))
         else:
-            self.act = info.build(**(activation_kwargs or {}))
+            # A kind with its own layer (Mu-layer, AF-KAN): its experts module computes the whole expert.
+            self.experts = kind.build_experts(d_model, hidden, E, activation, activation_kwargs,
+                                              cfg.coefficients == "per_expert")
         self.shared_expert = build_mlp(d_model, hidden, activation, activation_kwargs) if cfg.shared_expert else None
         self.last_stats: dict[str, torch.Tensor] = {}
 
-    def _activate(self, xs: torch.Tensor, groups: _Groups) -> torch.Tensor:
+    def _activate(self, xs: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
         extra = (groups.counts,) if isinstance(self.act, ExpertActivations) else ()
         inputs = [grouped_linear(xs, getattr(self, name), groups) for name in self._inputs]  # each (M, h)
         return self.act(*inputs, *extra)
@@ -182,10 +164,12 @@ class MoE(nn.Module):
         flat_expert = top_idx.reshape(-1)  # (M,), row j belongs to token j // k
         order = torch.argsort(flat_expert, stable=True)
         token = order // self.top_k  # (M,) token of each sorted row
-        groups = _Groups.from_sorted(flat_expert[order], self.num_experts)
+        groups = ExpertGroups.from_sorted(flat_expert[order], self.num_experts)
         xs = x[token]  # (M, d)
-        h = self._activate(xs, groups)  # (M, h)
-        ys = grouped_linear(h, self.down_proj, groups)  # (M, d)
+        if self.experts is not None:
+            ys = self.experts(xs, groups)  # (M, d)
+        else:
+            ys = grouped_linear(self._activate(xs, groups), self.down_proj, groups)  # (M, d)
         ys = ys * top_w.reshape(-1)[order].unsqueeze(-1).to(ys.dtype)
         out = ys.new_zeros(x.shape).index_add_(0, token, ys)  # (N, d), ys's dtype under autocast
         if self.shared_expert is not None:
@@ -197,13 +181,26 @@ class MoE(nn.Module):
         aux = self.cfg.aux_loss_weight * lb + self.cfg.z_loss_weight * z
         return out.view(shape), aux
 
+    def stacked_weights(self):
+        """(name, parameter, is_output) of every stacked (E, out, in) expert matrix, for the model's init."""
+        if self.experts is not None:
+            for name, p, is_out in self.experts.stacked_weights():
+                yield f"experts.{name}", p, is_out
+            return
+        for key in ("up_proj", "gate_proj", "down_proj"):
+            w = getattr(self, key, None)
+            if w is not None:
+                yield key, w, key == "down_proj"
+
     def active_params(self) -> int:
         """Parameters one token touches: router, top_k experts, shared expert, activations."""
+        shared = sum(p.numel() for p in self.shared_expert.parameters()) if self.shared_expert else 0
+        if self.experts is not None:
+            return self.router.gate.weight.numel() + self.experts.active_params(self.top_k) + shared
         per_expert = sum(p[0].numel() for name, p in self.named_parameters(recurse=False) if name.endswith("_proj"))
         act = sum(p.numel() for p in self.act.parameters())
         if isinstance(self.act, ExpertActivations):
             act = act * self.top_k // self.num_experts
-        shared = sum(p.numel() for p in self.shared_expert.parameters()) if self.shared_expert else 0
         return self.router.gate.weight.numel() + self.top_k * per_expert + act + shared
 
     def extra_repr(self) -> str:

@@ -99,10 +99,8 @@ class Transformer(nn.Module):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 _seeded_normal_(m.weight, out_std if is_out else std, base_seed, f"{name}.weight")
             elif isinstance(m, MoE):
-                for key in ("up_proj", "gate_proj", "down_proj"):
-                    w = getattr(m, key)
-                    if w is not None:
-                        _seeded_normal_(w, out_std if key == "down_proj" else std, base_seed, f"{name}.{key}")
+                for key, w, is_output in m.stacked_weights():
+                    _seeded_normal_(w, out_std if is_output else std, base_seed, f"{name}.{key}")
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 
