@@ -15,8 +15,16 @@ from polycom.train import run
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 
 
+def _held_out(tmp_path):
+    """An extra validation set (eval.sets): its numbers must not depend on the world size either."""
+    path = tmp_path / "held_out.txt"
+    path.write_text("".join(f"line {i}: the quick brown fox jumps over {i} lazy dogs\n" for i in range(60)))
+    return path
+
+
 def _args(tmp_path, name, *extra):
-    return ["train.device=cpu", "model.preset=debug", "model.activation=polynorm", "data.tokenizer=byte",
+    return [f"eval.sets.fox={_held_out(tmp_path)}", "train.device=cpu",
+            "model.preset=debug", "model.activation=polynorm", "data.tokenizer=byte",
             "data.max_documents=300",
             f"data.cache_dir={tmp_path / 'cache'}", "data.seq_len=32", "train.batch_size=8",
             "train.micro_batch_size=4", "train.steps=4", "train.eval_every=2", "train.eval_batches=1",
@@ -26,7 +34,8 @@ def _args(tmp_path, name, *extra):
 def _train_losses(folder):
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return ([r["loss"] for r in records if r["kind"] == "train"],
-            [r["val_loss"] for r in records if r["kind"] == "val"])
+            [r["val_loss"] for r in records if r["kind"] == "val"]
+            + [r["sets"]["fox"][k] for r in records if r["kind"] == "val" for k in ("loss", "bpb")])
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, help="runs at once (CPU threads or GPUs split between them)")
     p.add_argument("--launcher", help="local (default), submitit (Slurm) or submitit-local")
     p.add_argument("--throughput-rounds", type=int, help="interleaved steps per activation (0 = skip)")
+    p.add_argument("--eval-tasks", help="comma-separated lm-eval tasks run on every run after training, e.g. "
+                                        "polycom_cloze,polycom_bpb (needs polycom[eval]); adds a downstream table")
+    p.add_argument("--eval-limit", type=int, help="documents per task for --eval-tasks (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print every run's config, size and cost; train nothing")
     p.set_defaults(func=run)
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                  "seeds": args.seeds, "baseline": args.baseline, "lr_sweep": args.lr_sweep or None,
                  "lr_grid": _floats(args.lr_grid, "--lr-grid") if args.lr_grid else None,
                  "scaling": args.scaling or None, "jobs": args.jobs, "launcher": args.launcher,
-                 "throughput_rounds": args.throughput_rounds}
+                 "throughput_rounds": args.throughput_rounds, "eval_limit": args.eval_limit,
+                 "eval_tasks": [t.strip() for t in args.eval_tasks.split(",")] if args.eval_tasks is not None else None}
         settings.update({k: v for k, v in flags.items() if v is not None})
         if settings.get("activations") == [""]:
             settings["activations"] = []

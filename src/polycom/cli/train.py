@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"final: step {metrics.final_step}, val loss {metrics.val_loss:.4f}, "
               f"val bpb {metrics.val_bpb:.4f}, {metrics.tokens_per_s:,.0f} tokens/s, "
               f"{metrics.elapsed_s:.0f}s; run folder {metrics.out_dir}")
+        for name, v in metrics.val_sets.items():
+            print(f"  eval.sets.{name}: val loss {v['loss']:.4f}, val bpb {v['bpb']:.4f} ({v['tokens']:,} tokens)")
     return 0
 
 

@@ -6,13 +6,13 @@
 """
 
 from .corpus import STANDARD_CORPORA, CorpusSpec, DataError, Document, iter_documents, split_of
-from .pipeline import PreparedData, corpus_hash, default_cache_dir, prepare_data
+from .pipeline import PreparedData, corpus_hash, default_cache_dir, prepare_data, prepare_heldout
 from .shards import BatchSampler, ShardWriter, TokenStream, token_dtype
 from .tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 __all__ = [
     "STANDARD_CORPORA", "CorpusSpec", "DataError", "Document", "iter_documents", "split_of",
-    "PreparedData", "corpus_hash", "default_cache_dir", "prepare_data",
+    "PreparedData", "corpus_hash", "default_cache_dir", "prepare_data", "prepare_heldout",
     "BatchSampler", "ShardWriter", "TokenStream", "token_dtype",
     "ByteTokenizer", "HFTokenizer", "Tokenizer", "load_tokenizer", "train_bpe",
 ]

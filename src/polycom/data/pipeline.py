@@ -10,6 +10,9 @@ The split is by document id; when that leaves the train or the validation split
 without a document (one long document, a handful of files), every document is
 split by position instead (``corpus.split_documents``), logged, and recorded as
 ``meta["split"] = "position"``.
+
+``prepare_heldout`` is the same for an extra validation corpus (``eval.sets``): no split,
+every document validates, tokenised with the run's tokenizer.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .corpus import CorpusSpec, DataError, split_documents
+from .corpus import CorpusSpec, DataError, iter_documents, split_documents
 from .shards import ShardWriter, TokenStream, token_dtype
 from .tokenizer import ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
-__all__ = ["PreparedData", "prepare_data", "corpus_hash", "default_cache_dir"]
+__all__ = ["PreparedData", "prepare_data", "prepare_heldout", "corpus_hash", "default_cache_dir"]
 
 FORMAT_VERSION = 1
 _ENCODE_BATCH = 256
@@ -131,6 +134,20 @@ def _write_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict, by
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+def _write_cached(folder: Path, write) -> None:
+    """``write(tmp)`` fills a temporary folder, renamed to ``folder`` once complete (a concurrent
+    preparation of the same content that finished first wins; the two are identical)."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        if not folder.exists():
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 4096,
                  cache_dir: Path | str | None = None, log=print) -> PreparedData:
     """Hash the corpus, get the tokenizer, tokenize into shards (each cached)."""
@@ -141,20 +158,48 @@ def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 409
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
         log(f"tokenizing {spec.source!r} into {folder} ...")
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
                 "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
                 "split": "position" if by_position else "document"}
-        try:
-            _write_shards(spec, tok, tmp, meta, by_position)
-            if not folder.exists():
-                os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _write_cached(folder, lambda tmp: _write_shards(spec, tok, tmp, meta, by_position))
         info = json.loads((folder / "meta.json").read_text())["splits"]
         log(f"  done in {time.perf_counter() - t0:.1f}s: train {info['train']['n_tokens']:,} tokens, "
             f"val {info['val']['n_tokens']:,} tokens")
     meta = json.loads((folder / "meta.json").read_text())
     return PreparedData(folder, tok, meta)
+
+
+def prepare_heldout(spec: CorpusSpec, tok: Tokenizer, cache_dir: Path | str | None = None,
+                    log=print) -> PreparedData:
+    """A corpus that is held out whole (``eval.sets``): every document, in corpus order, in
+    one ``val`` split tokenised with the run's tokenizer ``tok``; cached under
+    ``heldout/<content hash>-<tokenizer fingerprint>``, so each set is tokenised once per
+    tokenizer. Raises DataError for a missing or empty corpus."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    h = hashlib.sha256(b"held out whole\0")
+    for doc in iter_documents(spec, log):
+        _hash_document(h, "val", doc)
+    content_hash = h.hexdigest()
+    folder = cache_dir / "heldout" / f"{content_hash[:16]}-{tok.fingerprint[:16]}"
+    if not (folder / "meta.json").exists():
+        t0 = time.perf_counter()
+        log(f"tokenizing the held-out set {spec.source!r} into {folder} ...")
+        meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
+                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
+                "split": "whole"}
+        _write_cached(folder, lambda tmp: _write_heldout_shards(spec, tok, tmp, meta))
+        log(f"  done in {time.perf_counter() - t0:.1f}s")
+    return PreparedData(folder, tok, json.loads((folder / "meta.json").read_text()))
+
+
+def _write_heldout_shards(spec: CorpusSpec, tok: Tokenizer, folder: Path, meta: dict) -> None:
+    writer = ShardWriter(folder, "val", token_dtype(tok.vocab_size))
+    docs = iter(iter_documents(spec))
+    while batch := [doc.text for _, doc in zip(range(_ENCODE_BATCH), docs)]:
+        for text, ids in zip(batch, tok.encode_batch(batch)):
+            if tok.eot_id is not None:
+                ids.append(tok.eot_id)
+            writer.add(ids, len(text.encode("utf-8", errors="surrogatepass")))
+    meta["splits"] = {"val": writer.close()}
+    meta["dtype"] = token_dtype(tok.vocab_size).name
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -40,7 +40,7 @@ from .load import eager_activations, load_model_and_tokenizer  # noqa: E402
 # default 100000 takes longer than a small model's whole evaluation.
 BOOTSTRAP_ITERS = 1000
 
-__all__ = ["LM_EVAL_MISSING", "PolyComLM", "evaluate"]
+__all__ = ["LM_EVAL_MISSING", "PolyComLM", "evaluate", "task_manager"]
 
 
 class PolyComLM(LM):
@@ -120,14 +120,9 @@ class PolyComLM(LM):
         return out
 
 
-def evaluate(path: str | Path, tasks: list[str], include_path: str | Path | None = None,
-             limit: int | None = None, out_file: str | Path | None = None, log=print) -> dict:
-    """Run lm-eval ``tasks`` on the model at ``path`` (run folder or exported folder).
-
-    The packaged tasks (polycom_cloze, polycom_bpb) are always available; ``include_path``
-    adds a folder of the user's own task YAMLs. Writes ``eval.json`` (into a run folder
-    by default) and returns ``{"results": ..., "tasks": ..., ...}``."""
-    from lm_eval import simple_evaluate
+def task_manager(tasks: list[str], include_path: str | Path | None = None):
+    """An lm-eval ``TaskManager`` that knows ``tasks`` (the packaged ones, ``include_path``'s,
+    lm-eval's own); an unknown name is a ValueError with the closest names."""
     from lm_eval.tasks import TaskManager
 
     from .tasks import TASK_NAMES, build_tasks
@@ -144,6 +139,20 @@ def evaluate(path: str | Path, tasks: list[str], include_path: str | Path | None
                         if (close := difflib.get_close_matches(t, manager.all_tasks, n=3)))
         raise ValueError(f"--tasks: unknown task(s) {', '.join(unknown)}{hints} (`lm_eval ls tasks` lists all; "
                          f"packaged with polycom: {', '.join(TASK_NAMES)})")
+    return manager
+
+
+def evaluate(path: str | Path, tasks: list[str], include_path: str | Path | None = None,
+             limit: int | None = None, out_file: str | Path | None = None, log=print, manager=None) -> dict:
+    """Run lm-eval ``tasks`` on the model at ``path`` (run folder or exported folder).
+
+    The packaged tasks (polycom_cloze, polycom_bpb) are always available; ``include_path``
+    adds a folder of the user's own task YAMLs (``manager``: a ``task_manager`` already built
+    for these tasks, reused across runs). Writes ``eval.json`` (into a run folder by default)
+    and returns ``{"results": ..., "tasks": ..., ...}``."""
+    from lm_eval import simple_evaluate
+
+    manager = manager or task_manager(tasks, include_path)
     model, tokenizer = load_model_and_tokenizer(path)
     eager_activations(model)
     results = simple_evaluate(model=PolyComLM(model, tokenizer), tasks=list(tasks), task_manager=manager,

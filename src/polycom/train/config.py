@@ -20,6 +20,7 @@ import difflib
 import functools
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from ..models.config import ModelConfig, MoEConfig
 
-__all__ = ["ConfigError", "Config", "ModelSection", "DataSection", "OptimSection", "TrainSection",
-           "load_config", "config_help", "preset_path", "list_presets", "check_paths"]
+__all__ = ["ConfigError", "Config", "ModelSection", "DataSection", "OptimSection", "TrainSection", "EvalSection",
+           "EvalSet", "load_config", "config_help", "preset_path", "list_presets", "check_paths"]
 
 _UNIONS = (typing.Union, types.UnionType)
 
@@ -173,11 +174,35 @@ class TrainSection:
 
 
 @dataclass
+class EvalSet:
+    """One extra held-out corpus: every document of ``source`` validates (none is trained on)."""
+    source: str = _f("", "a .txt/.jsonl/.parquet file or folder, 'hf:NAME' or a standard corpus alias "
+                         "(as data.source; not data.source itself)")
+    text_field: str = _f("text", "text field of .jsonl/.parquet/HF records")
+    hf_config: str | None = _f(None, "Hugging Face dataset config name")
+    hf_split: str = _f("train", "Hugging Face dataset split to read")
+    max_documents: int = _f(0, "read at most this many documents (0 = all): the whole set is tokenised once")
+
+    def corpus_spec(self):
+        from ..data import CorpusSpec
+
+        return CorpusSpec(self.source, self.text_field, hf_config=self.hf_config, hf_split=self.hf_split,
+                          max_documents=self.max_documents)
+
+
+@dataclass
+class EvalSection:
+    sets: Dict[str, EvalSet] = _f(dict, "extra validation sets, name -> {source, text_field, hf_config, hf_split, "
+                                        "max_documents} (or name -> source): loss and bpb on each at every eval point")
+
+
+@dataclass
 class Config:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self):
         self._model_configs: dict[str, ModelConfig] = {}
@@ -252,19 +277,45 @@ def _validate(cfg: Config) -> None:
          f"must be auto/none/ddp/fsdp, got {t.parallel!r}")
     need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "train.device",
          f"must be auto/cpu/cuda[:N]/mps, got {t.device!r}")
+    _validate_eval_sets(cfg, need)
     mc = cfg.model_config()
     need(mc.max_seq_len >= d.seq_len, "model.max_seq_len",
          f"must be >= data.seq_len={d.seq_len}, got {mc.max_seq_len}")
 
 
+# A set's name becomes part of dotted keys (eval.sets.NAME.source) and of CSV column names.
+_SET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _validate_eval_sets(cfg: Config, need) -> None:
+    seen: dict[tuple, str] = {}
+    for name, entry in cfg.eval.sets.items():
+        key = f"eval.sets.{name}"
+        need(bool(_SET_NAME.fullmatch(name)), key, "a set name may hold only letters, digits, '_' and '-'")
+        need(entry.source != "", f"{key}.source", "must not be empty")
+        need(entry.max_documents >= 0, f"{key}.max_documents", f"must be >= 0, got {entry.max_documents}")
+        spec = (entry.source, entry.text_field, entry.hf_config, entry.hf_split, entry.max_documents)
+        need(spec[:4] != (cfg.data.source, cfg.data.text_field, cfg.data.hf_config, cfg.data.hf_split),
+             f"{key}.source", f"is data.source ({entry.source!r}), the training corpus: its held-out "
+                              "split is already the main validation")
+        need(spec not in seen, f"{key}", f"the same corpus as eval.sets.{seen.get(spec)}")
+        seen[spec] = name
+
+
+def _check_source(source: str, key: str) -> None:
+    from ..data import STANDARD_CORPORA
+
+    if source != "stdlib" and source not in STANDARD_CORPORA and not source.startswith("hf:") \
+            and not Path(source).exists():
+        raise ConfigError(f"{key}: no such file or folder: {source!r}")
+
+
 def check_paths(cfg: Config) -> None:
     """File-system checks, run before training (not at construction, so presets that
     point at data on another machine can still be dry-run here)."""
-    from ..data import STANDARD_CORPORA
-
-    s = cfg.data.source
-    if s != "stdlib" and s not in STANDARD_CORPORA and not s.startswith("hf:") and not Path(s).exists():
-        raise ConfigError(f"data.source: no such file or folder: {s!r}")
+    _check_source(cfg.data.source, "data.source")
+    for name, entry in cfg.eval.sets.items():
+        _check_source(entry.source, f"eval.sets.{name}.source")
 
 
 # --- parsing: OmegaConf merges the layers onto the typed tree ---------------------
@@ -278,6 +329,7 @@ def _schema() -> DictConfig:
 def _build(layers: list) -> Config:
     """Merge ``layers`` (dicts or OmegaConf nodes, later wins) onto the dataclass tree, type-checked
     by OmegaConf, then build the dataclasses (which validate the values)."""
+    layers = [_expand_set_shorthand(layer) for layer in layers]
     for layer in layers:
         _check_sections(layer, Config, "")
     try:
@@ -289,6 +341,20 @@ def _build(layers: list) -> Config:
         raise ConfigError(_type_message(e)) from None
     except OmegaConfBaseException as e:  # interpolation errors and the like
         raise ConfigError(f"{e.full_key or 'config'}: {e.msg}") from None
+
+
+def _expand_set_shorthand(layer):
+    """``eval.sets.NAME: SOURCE`` is short for ``eval.sets.NAME: {source: SOURCE}``."""
+    if not isinstance(layer, (dict, DictConfig)) or not isinstance(layer.get("eval"), (dict, DictConfig)):
+        return layer
+    sets = layer["eval"].get("sets")
+    if not isinstance(sets, (dict, DictConfig)) or not any(isinstance(v, str) for v in sets.values()):
+        return layer
+    layer = OmegaConf.create(layer) if isinstance(layer, dict) else layer.copy()
+    for name, value in list(layer.eval.sets.items()):
+        if isinstance(value, str):
+            layer.eval.sets[name] = {"source": value}
+    return layer
 
 
 def _check_sections(node, cls, prefix: str) -> None:
@@ -307,6 +373,9 @@ def _annotation(key: str):
     """The declared type of dotted ``key`` in the Config tree (None past a plain mapping)."""
     tp: Any = Config
     for part in key.split("."):
+        if typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+            tp = typing.get_args(tp)[1]  # a named entry of a typed mapping (eval.sets.NAME)
+            continue
         if not dataclasses.is_dataclass(tp):
             return None
         tp = typing.get_type_hints(tp).get(part)

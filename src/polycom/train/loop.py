@@ -36,6 +36,7 @@ from . import preflight
 from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import Config, check_paths, load_config
+from .eval_sets import prepare_eval_sets
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
 from .monitor import ActivationMonitor
@@ -104,6 +105,8 @@ class Trainer:
         self.data = D.main_first(lambda main: prepare(self.say if main else lambda *a: None), self.info)
         self.train_sampler = BatchSampler(self.data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
         self.val_sampler = BatchSampler.validation(self.data.stream("val"), cfg.data.seq_len)
+        self.set_samplers = D.main_first(  # eval.sets: name -> sampler, tokenised with the run's tokenizer
+            lambda main: prepare_eval_sets(cfg, self.data.tokenizer, self.say if main else lambda *a: None), self.info)
         self.token_bytes = torch.from_numpy(self.data.tokenizer.token_byte_lengths()).to(self.device)
 
     def _setup_model(self, setup_hook) -> None:
@@ -204,25 +207,39 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean loss (nats/token) and bits per byte over the validation sample (the same windows every run)."""
+        """Mean loss (nats/token) and bits per byte over the validation sample (the same windows every
+        run), and, when ``eval.sets`` names extra sets, ``sets: {name: {loss, bpb, tokens}}`` on each."""
+        nll, tokens, n_bytes = self._score(self.val_sampler, "the validation split")
+        out = {"val_loss": nll / tokens, "val_bpb": nll / (math.log(2) * n_bytes), "val_tokens": int(tokens)}
+        if self.set_samplers:
+            out["sets"] = {}
+            for name, sampler in self.set_samplers.items():
+                nll, tokens, n_bytes = self._score(sampler, f"eval.sets.{name}")
+                out["sets"][name] = {"loss": nll / tokens, "bpb": nll / (math.log(2) * n_bytes),
+                                     "tokens": int(tokens)}
+        return out
+
+    @torch.no_grad()
+    def _score(self, sampler: BatchSampler, what: str) -> tuple[float, float, float]:
+        """(summed nll in nats, target tokens, target bytes) over the first ``train.eval_batches``
+        global batches of ``sampler``'s windows, summed over ranks."""
         self.model.eval()
         mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
         # A fixed set of windows whatever the world size: eval_batches global batches.
-        per_rank = min(self.val_sampler.n_windows, self.cfg.train.eval_batches * self.cfg.train.batch_size) // world
+        per_rank = min(sampler.n_windows, self.cfg.train.eval_batches * self.cfg.train.batch_size) // world
         if per_rank == 0:
-            raise ValueError("the validation split has fewer windows than ranks; lower data.seq_len")
+            raise ValueError(f"{what} has fewer windows than ranks; lower data.seq_len")
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # nll, tokens, bytes
         mine = list(range(rank * per_rank, (rank + 1) * per_rank))
         for i in range(0, per_rank, mb):  # the same number of forwards on every rank (FSDP needs it)
-            batch = self.val_sampler.batch(mine[i:i + mb])
+            batch = sampler.batch(mine[i:i + mb])
             out = self._forward(batch)
             targets = batch[:, 1:].to(self.device)
             sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
                                  self.token_bytes[targets].sum().double()])
         nll, tokens, n_bytes = D.all_reduce(sums).tolist()
-        return {"val_loss": nll / tokens, "val_bpb": nll / (math.log(2) * n_bytes), "val_tokens": int(tokens)}
+        return nll, tokens, n_bytes
 
     # --- checkpoints -----------------------------------------------------------
 
@@ -329,7 +346,8 @@ class Trainer:
                     ev = {"kind": "val", "step": done, "tokens": done * self.tokens_per_step, **self.evaluate()}
                     result["evals"].append(ev)
                     logger.log(ev)
-                    bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}")
+                    bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}"
+                              + "".join(f"; {n} {v['loss']:.4f}" for n, v in ev.get("sets", {}).items()))
                 if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
                     self.save(done)
                     saved = done
@@ -391,6 +409,7 @@ class Trainer:
         last_eval = result["evals"][-1] if result["evals"] else {}
         return {"final_step": final, "train_loss": (result["train_losses"] or [None])[-1],
                 "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
+                "val_sets": last_eval.get("sets", {}),
                 "elapsed_s": elapsed, "step_time_s": step_time, "step_times_s": step_times,
                 "tokens_per_s": self.tokens_per_step / step_time if step_time else 0.0,
                 "data_wait_s": data_wait_s, "tokens": final * self.tokens_per_step,

@@ -2,6 +2,7 @@
 
     result = run("tiny", ["train.steps=50"])
     result.val_loss, result.tokens_per_s, [(e.tokens, e.val_loss) for e in result.evals]
+    result.val_sets["wiki"]["loss"]  # with eval.sets.wiki=...
 
 ``summary.json`` in the run folder is ``result.to_dict()``; ``RunResult.from_dict``
 reads it back, so a sweep can reload finished runs without re-training them.
@@ -30,6 +31,7 @@ class Eval:
     val_loss: float
     val_bpb: float
     val_tokens: int = 0
+    sets: dict[str, dict] = field(default_factory=dict)  # eval.sets: name -> {loss, bpb, tokens}
 
 
 @dataclass
@@ -39,6 +41,7 @@ class RunResult:
     train_loss: float | None
     val_loss: float | None
     val_bpb: float | None
+    val_sets: dict[str, dict] = field(default_factory=dict)  # the last eval's eval.sets: name -> {loss, bpb, tokens}
     evals: list[Eval] = field(default_factory=list)
     train_losses: list[float] = field(default_factory=list)  # one per optimizer step run in this call
     tokens: int = 0  # training tokens seen up to final_step (all ranks)

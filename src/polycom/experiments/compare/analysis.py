@@ -16,6 +16,7 @@ import numpy as np
 
 from . import stats
 from .efficiency import token_multiplier
+from .metric_tables import metric_table
 from .records import RunRecord
 from .scaling import compute_multiplier_ci
 from .spec import BASELINE_CANDIDATES, SweepSpec
@@ -107,6 +108,20 @@ def _scaling(spec, main, activations, baseline) -> dict:
     return out
 
 
+def _eval_sets(names: list[str], at_size: dict, activations: list[str], baseline: str) -> dict:
+    """Per extra validation set: the loss and bpb tables, and each activation's verdict on the
+    set's loss (the main table's rule: Holm over the activations compared on that set)."""
+    out = {}
+    for name in names:
+        tables = {metric: metric_table(at_size, activations, baseline,
+                                       lambda r, m=metric: r.val_sets.get(name, {}).get(m))
+                  for metric in ("loss", "bpb")}
+        for act, c in tables["loss"]["comparisons"].items():
+            c["verdict"] = stats.verdict(stats.PairedComparison(**c))
+        out[name] = tables
+    return out
+
+
 def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecord],
             throughput: dict | None) -> dict:
     main_size = spec.scaling_sizes[-1]["label"] if spec.scaling else "base"
@@ -154,6 +169,17 @@ def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecor
                "auto: the best of " + "/".join(a for a in BASELINE_CANDIDATES if a in spec.activations),
                "main_size": main_size, "per_activation": per_activation, "comparisons": comparisons,
                "lr_policy": "tuned per activation" if spec.lr_sweep else "shared", "throughput": throughput}
+    set_names = list(dict.fromkeys(n for r in main for n in r.val_sets))
+    if set_names:
+        summary["eval_sets"] = _eval_sets(set_names, at_size, spec.activations, baseline)
+        summary["eval_sets_tally"] = {  # per activation: on how many sets it is better / worse (Holm, per set)
+            act: {v: sum(t["loss"]["comparisons"][act]["verdict"] == v for t in summary["eval_sets"].values())
+                  for v in ("better", "worse")} | {"n_sets": len(set_names)}
+            for act in spec.activations if act != baseline}
+    downstream_keys = sorted({k for r in main for k in r.downstream})
+    if downstream_keys:
+        summary["downstream"] = {k: metric_table(at_size, spec.activations, baseline,
+                                                 lambda r, k=k: r.downstream.get(k)) for k in downstream_keys}
     if spec.lr_sweep:
         summary["lr_sweep"] = choose_lrs(lr_records)
     if spec.scaling:

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_curves", "plot_final", "plot_differences", "plot_lr", "plot_scaling", "plot_throughput"]
+__all__ = ["plot_curves", "plot_final", "plot_differences", "plot_lr", "plot_scaling", "plot_throughput",
+           "plot_eval_sets"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -129,4 +130,29 @@ def plot_throughput(throughput: dict, path: Path) -> Path:
     ax.invert_yaxis()
     ref = next(iter(throughput.values()))["reference"]
     ax.set_xlabel(f"train-step tokens/s relative to {ref} (median, interquartile range)")
+    return _save(fig, path)
+
+
+def plot_eval_sets(eval_sets: dict, path: Path, baseline: str) -> Path:
+    """Δ validation loss vs the baseline on each extra set (rows), one marker per activation with its
+    paired 95% CI; filled: significant after Holm, hollow: not."""
+    names = list(eval_sets)
+    acts = list(next(iter(eval_sets.values()))["loss"]["comparisons"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) * max(1, len(acts)) ** 0.5 + 1.8))
+    width = 0.7 / max(1, len(acts))
+    for j, act in enumerate(acts):
+        for i, name in enumerate(names):
+            c = eval_sets[name]["loss"]["comparisons"][act]
+            y = i + (j - (len(acts) - 1) / 2) * width
+            err = None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
+            significant = c["verdict"] in ("better", "worse")
+            ax.errorbar(c["mean_diff"], y, xerr=err, fmt="o", capsize=3, color=f"C{j}",
+                        mfc=f"C{j}" if significant else "white", label=act if i == 0 else None)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"validation loss minus {baseline}'s on each set, paired by seed (95% CI)")
+    ax.set_title("Extra validation sets (left of 0: lower loss; filled: significant, Holm)", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8)
     return _save(fig, path)

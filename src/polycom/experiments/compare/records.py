@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .plan import RunPlan
 
-__all__ = ["RunRecord", "load_record", "CSV_COLUMNS"]
+__all__ = ["RunRecord", "load_record", "read_downstream", "csv_header", "CSV_COLUMNS", "DOWNSTREAM_FILE"]
+
+DOWNSTREAM_FILE = "eval.json"  # written into each run folder by --eval-tasks (as `polycom eval` does)
 
 CSV_COLUMNS = ("run_id", "phase", "activation", "size", "seed", "lr", "status", "final_step", "steps",
                "tokens", "val_loss", "val_bpb", "train_loss", "num_params", "flops_per_token", "flops",
@@ -44,14 +46,19 @@ class RunRecord:
     error: str = ""
     curve_tokens: list[int] = field(default_factory=list)  # tokens trained at each validation
     curve_val_loss: list[float] = field(default_factory=list)
+    val_sets: dict[str, dict] = field(default_factory=dict)  # eval.sets at the last step: name -> {loss, bpb, tokens}
+    downstream: dict[str, float] = field(default_factory=dict)  # --eval-tasks: "task/metric" -> value (eval.json)
 
     @property
     def ok(self) -> bool:
         return self.status == "completed" and math.isfinite(self.val_loss)
 
-    def csv_row(self) -> list:
+    def csv_row(self, set_names=(), downstream_keys=()) -> list:
+        """The CSV_COLUMNS, then ``val_loss[NAME]`` and ``val_bpb[NAME]`` per extra set, then one
+        column per downstream "task/metric" (empty where this run has no such number)."""
         d = asdict(self)
-        return [d[c] for c in CSV_COLUMNS]
+        sets = [self.val_sets.get(n, {}).get(k, "") for n in set_names for k in ("loss", "bpb")]
+        return [d[c] for c in CSV_COLUMNS] + sets + [self.downstream.get(k, "") for k in downstream_keys]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +84,26 @@ def _val_curve(metrics: Path) -> dict[int, float]:
     return dict(sorted(curve.items()))
 
 
+def csv_header(set_names=(), downstream_keys=()) -> list[str]:
+    return (list(CSV_COLUMNS) + [f"val_{k}[{n}]" for n in set_names for k in ("loss", "bpb")]
+            + list(downstream_keys))
+
+
+def read_downstream(path: Path) -> dict[str, float]:
+    """``"task/metric" -> value`` from an ``eval.json`` (lm-eval's results: keys like ``"acc,none"``;
+    the standard errors and the alias are left out)."""
+    if not path.exists():
+        return {}
+    out = {}
+    for task, metrics in json.loads(path.read_text()).get("results", {}).items():
+        for key, value in metrics.items():
+            name = key.split(",")[0]
+            if "_stderr" in name or name == "alias" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            out[f"{task}/{name}"] = float(value)
+    return out
+
+
 def load_record(plan: RunPlan) -> RunRecord:
     cfg = plan.config
     tokens_per_step = cfg["train"]["batch_size"] * cfg["data"]["seq_len"]
@@ -100,6 +127,8 @@ def load_record(plan: RunPlan) -> RunRecord:
     rec.elapsed_s, rec.sequential_tokens_per_s = _num(s.get("elapsed_s")), _num(s.get("tokens_per_s"))
     rec.curve_tokens = [step * tokens_per_step for step in evals]
     rec.curve_val_loss = list(evals.values())
+    rec.val_sets = s.get("val_sets") or {}
+    rec.downstream = read_downstream(out / DOWNSTREAM_FILE)
     if rec.status == "diverged":
         rec.error = f"non-finite values at step {(s.get('nan_report') or {}).get('step')}"
     elif rec.status == "completed" and rec.final_step != rec.steps:

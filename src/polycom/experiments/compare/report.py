@@ -17,7 +17,7 @@ import torch
 from ...environment import git_commit, machine_description, package_versions
 from . import inside, plots
 from .files import write_json_atomic, write_text_atomic
-from .records import CSV_COLUMNS
+from .records import csv_header
 
 __all__ = ["write_report", "write_summary_json"]
 
@@ -115,6 +115,8 @@ def write_report(result, spec, base) -> None:
         figs.append(plots.plot_scaling(s["scaling"], figures / "scaling.png", base_name))
     if s.get("throughput"):
         figs.append(plots.plot_throughput(s["throughput"], figures / "throughput.png"))
+    if s.get("eval_sets"):
+        plots.plot_eval_sets(s["eval_sets"], figures / "eval_sets.png", base_name)  # shown in its own section
 
     md = ["# polycom compare", "", "## Verdict", "", *_verdict_lines(s), "",
           "Lower loss is better. A verdict is 'better' or 'worse' only when the paired t-test, "
@@ -131,9 +133,11 @@ def write_report(result, spec, base) -> None:
     write_text_atomic(out / "REPORT.md", "\n".join(md))
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+    set_names = list(s.get("eval_sets") or {})
+    downstream_keys = list(s.get("downstream") or {})
+    writer.writerow(csv_header(set_names, downstream_keys))
     for r in result.lr_records + result.records:
-        writer.writerow(r.csv_row())
+        writer.writerow(r.csv_row(set_names, downstream_keys))
     write_text_atomic(out / "runs.csv", buf.getvalue())
 
 
@@ -192,8 +196,64 @@ def _detail_sections(result, spec) -> list[str]:
                                            _f(m["fit"]["b"], 4)] for a, m in s["scaling"]["multiplier"].items()]),
                 "", f"Multiplier < 1: the activation matches {base}'s fitted loss at the largest size with that share "
                 "of the compute (fit L = a C^-b over the sizes run; a local description, not an extrapolation).", ""]
+    out += _eval_sets_section(s) + _downstream_section(s)
     failed = [(a, f) for a, d in s["per_activation"].items() for f in d["not_ok"]]
     if failed:
         out += ["## Runs that did not complete", ""] + [f"- {a} seed {f['seed']}: {f['status']} {f['error']}"
                                                          for a, f in failed] + [""]
     return out
+
+
+def _mean_ci(d: dict | None) -> str:
+    return "n/a" if d is None else f"{_f(d['mean'])} ± {_f(d['std'])} {_ci(d)}"
+
+
+def _diff(c: dict | None) -> str:
+    return "baseline" if c is None else f"{_f(c['mean_diff'])} {_ci(c)}"
+
+
+def _eval_sets_section(s: dict) -> list[str]:
+    """The extra validation sets: one row per set with every activation's Δ loss, then the details."""
+    sets, base = s.get("eval_sets"), s["baseline"]
+    if not sets:
+        return []
+    others = [a for a in s["per_activation"] if a != base]
+    marks = {"better": " **better**", "worse": " **worse**"}
+    rows = []
+    for name, t in sets.items():
+        loss = t["loss"]
+        rows.append([name, _mean_ci(loss["per_activation"][base])]
+                    + [f"{_diff(loss['comparisons'][a])}, p {_f(loss['comparisons'][a]['p_holm'], 3)}"
+                       f"{marks.get(loss['comparisons'][a]['verdict'], '')}" for a in others])
+    tally = s["eval_sets_tally"]
+    rows.append(["**better / worse on**", ""] + [f"{tally[a]['better']} / {tally[a]['worse']} of {tally[a]['n_sets']} sets"
+                                                 for a in others])
+    detail = [[name, act, _mean_ci(t["loss"]["per_activation"][act]), _mean_ci(t["bpb"]["per_activation"][act]),
+               _diff(t["loss"]["comparisons"].get(act)), _diff(t["bpb"]["comparisons"].get(act)),
+               "" if act == base else _f(t["loss"]["comparisons"][act]["p_holm"], 3)]
+              for name, t in sets.items() for act in s["per_activation"]]
+    return ["## Extra validation sets (eval.sets)", "",
+            _table(["set", f"{base} (baseline) loss [95% CI]"] + [f"{a}: Δ loss vs {base} [95% CI], p (Holm)" for a in others],
+                   rows), "",
+            "Each set is held out whole (never trained on) and scored at the last step on the same windows by every "
+            "run. Δ is paired by seed; Holm's adjustment is over the activations compared on that set, so 'better on "
+            "every set' needs each set's test at p < 0.05 (an intersection-union test: no correction across sets is "
+            "needed for an 'all sets' claim, but 'better on some set' would need one).", "",
+            _table(["set", "activation", "loss: mean ± std [95% CI]", "bpb: mean ± std [95% CI]",
+                    f"Δ loss vs {base} [95% CI]", f"Δ bpb vs {base} [95% CI]", "p loss (Holm)"], detail), "",
+            "![extra validation sets](figures/eval_sets.png)", ""]
+
+
+def _downstream_section(s: dict) -> list[str]:
+    tables, base = s.get("downstream"), s["baseline"]
+    if not tables:
+        return []
+    rows = [[key, act, _mean_ci(t["per_activation"][act]), _diff(t["comparisons"].get(act)),
+             "" if act == base else _f(t["comparisons"][act]["p_holm"], 3)]
+            for key, t in tables.items() for act in s["per_activation"]]
+    return ["## Downstream tasks (--eval-tasks)", "",
+            _table(["task / metric", "activation", "mean ± std [95% CI over seeds]", f"Δ vs {base} [95% CI]",
+                    "p (Holm)"], rows), "",
+            "lm-evaluation-harness on every run's final checkpoint (each run folder's eval.json). Higher is better "
+            "for accuracies, lower for perplexities and bits per byte; Δ is paired by seed, Holm over the "
+            "activations per task and metric.", ""]

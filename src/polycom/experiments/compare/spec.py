@@ -54,6 +54,8 @@ class SweepSpec:
     scaling: bool = False
     scaling_sizes: list[dict] = field(default_factory=list)  # model overrides per size, smallest first
     throughput_rounds: int = 10  # interleaved train steps per activation in the speed measurement
+    eval_tasks: list[str] = field(default_factory=list)  # lm-eval tasks run on every main run (--eval-tasks)
+    eval_limit: int = 0  # documents per task for --eval-tasks (0 = all)
     jobs: int = 1
     launcher: str = "local"
     slurm: dict = field(default_factory=dict)  # submitit executor parameters (partition, gpus_per_node, ...)
@@ -93,6 +95,12 @@ class SweepSpec:
             raise ConfigError(f"eval_points: must be >= 0, got {self.eval_points}")
         if self.throughput_rounds < 0:
             raise ConfigError(f"--throughput-rounds: must be >= 0, got {self.throughput_rounds}")
+        if not all(isinstance(t, str) and t.strip() for t in self.eval_tasks):
+            raise ConfigError(f"--eval-tasks: expected comma-separated task names, got {self.eval_tasks!r}")
+        if len(set(self.eval_tasks)) != len(self.eval_tasks):
+            raise ConfigError(f"--eval-tasks: duplicates in {self.eval_tasks}")
+        if isinstance(self.eval_limit, bool) or not isinstance(self.eval_limit, int) or self.eval_limit < 0:
+            raise ConfigError(f"--eval-limit: must be an integer >= 0, got {self.eval_limit!r}")
         for item in self.overrides:
             key = item.split("=", 1)[0].strip()
             if key in PER_RUN_KEYS:

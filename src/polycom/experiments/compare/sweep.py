@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from ...train.config import Config, ConfigError, check_paths
+from ...train.eval_sets import prepare_eval_sets
 from .analysis import analyse, choose_lrs
+from .downstream import check_eval_tasks, evaluate_runs
 from .execute import execute_all
 from .files import write_json_atomic
 from .plan import RunPlan, base_config, plan_runs, scaling_steps, sweep_key
@@ -62,6 +64,7 @@ def _prepare_data(cfg: Config, say) -> int:
     check_paths(cfg)
     preflight(cfg)  # device, folders, tokenizer: one-line errors before the first data preparation
     data = prepare_data(cfg.data.corpus_spec(), cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.cache_dir, log=say)
+    prepare_eval_sets(cfg, data.tokenizer, say)  # eval.sets: tokenised here once, the runs read the cache
     need = cfg.train.steps * cfg.train.batch_size * (cfg.data.seq_len + 1)
     have = len(data.stream("train"))
     if need > have:
@@ -93,6 +96,7 @@ def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
     key = sweep_key(spec)
     _check_out_folder(out, key)
     plans = plan_runs(spec, out)  # validates every run's config before anything runs
+    tasks = check_eval_tasks(spec)  # lm-eval installed and the task names known, before any training
     vocab = _prepare_data(base, say)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "sweep.json", {"key": key, "spec": spec.to_dict()})
@@ -112,6 +116,11 @@ def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
         + (f" x {len(spec.scaling_sizes)} sizes" if spec.scaling else "") + ")")
     states.update(_run_phase(plans["main"], spec, out, base.train.device, say))
     timings["training_s"] = time.perf_counter() - t1
+    if spec.eval_tasks:
+        t_eval = time.perf_counter()
+        say(f"downstream: {', '.join(spec.eval_tasks)} on {len(plans['main'])} runs")
+        states.update({f"{k} (downstream)": v for k, v in evaluate_runs(plans["main"], spec, tasks, say).items()})
+        timings["downstream_s"] = time.perf_counter() - t_eval
     records = [load_record(p) for p in plans["main"]]
     t2 = time.perf_counter()
     throughput = _throughput(spec, plans["main"], vocab, say)
