@@ -144,3 +144,16 @@ def test_compare_with_eval_tasks_end_to_end(tmp_path):
     assert "## Downstream tasks (--eval-tasks)" in (tmp_path / "out" / "REPORT.md").read_text()
     again = compare(spec, tmp_path / "out", say=lambda *a: None)
     assert {v for k, v in again.states.items() if k.endswith("(downstream)")} == {"kept"}
+
+
+def test_an_empty_eval_section_leaves_run_hashes_as_before_it_existed():
+    """Sweep folders made before `eval.sets` existed stay valid: the default section hashes as absent."""
+    from polycom.experiments.compare.plan import run_hash
+    from polycom.train.config import load_config
+
+    tree = load_config("tiny", []).to_dict()
+    before = {k: v for k, v in tree.items() if k != "eval"}  # a config from before the section
+    assert tree["eval"] == {"sets": {}}
+    assert run_hash(tree) == run_hash(before)
+    with_set = load_config("tiny", ["eval.sets.docs=notes.txt"]).to_dict()
+    assert run_hash(with_set) != run_hash(tree)  # a real set is part of the run's identity

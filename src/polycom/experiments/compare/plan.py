@@ -28,6 +28,7 @@ __all__ = ["RunPlan", "base_config", "plan_runs", "scaling_steps", "run_hash", "
 IGNORED_KEYS = ("train.out_dir", "train.resume", "train.progress", "train.stop_at_step", "train.threads",
                 "train.tensorboard", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                 "data.cache_dir")
+SECTIONS_ADDED_LATER = {"eval": {"sets": {}}}
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ def _without(tree: dict, keys) -> dict:
     for key in keys:
         section, name = key.split(".")
         tree.get(section, {}).pop(name, None)
+    # Sections added to the config later hash as absent while they hold their defaults, so
+    # run hashes and sweep folders made before them stay valid (the `eval` section, 2026-12-03).
+    for section, default in SECTIONS_ADDED_LATER.items():
+        if tree.get(section) == default:
+            tree.pop(section)
     return tree
 
 
