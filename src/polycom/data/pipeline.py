@@ -148,6 +148,12 @@ def _write_cached(folder: Path, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _shard_meta(spec: CorpusSpec, content_hash: str, tok: Tokenizer, split: str) -> dict:
+    """meta.json of a shard folder: what it was made from, and how it was split."""
+    return {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash, "tokenizer": tok.name,
+            "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size, "split": split}
+
+
 def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 4096,
                  cache_dir: Path | str | None = None, log=print) -> PreparedData:
     """Hash the corpus, get the tokenizer, tokenize into shards (each cached)."""
@@ -158,9 +164,7 @@ def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 409
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
         log(f"tokenizing {spec.source!r} into {folder} ...")
-        meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
-                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
-                "split": "position" if by_position else "document"}
+        meta = _shard_meta(spec, content_hash, tok, split="position" if by_position else "document")
         _write_cached(folder, lambda tmp: _write_shards(spec, tok, tmp, meta, by_position))
         info = json.loads((folder / "meta.json").read_text())["splits"]
         log(f"  done in {time.perf_counter() - t0:.1f}s: train {info['train']['n_tokens']:,} tokens, "
@@ -184,9 +188,7 @@ def prepare_heldout(spec: CorpusSpec, tok: Tokenizer, cache_dir: Path | str | No
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
         log(f"tokenizing the held-out set {spec.source!r} into {folder} ...")
-        meta = {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash,
-                "tokenizer": tok.name, "tokenizer_fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
-                "split": "whole"}
+        meta = _shard_meta(spec, content_hash, tok, split="whole")
         _write_cached(folder, lambda tmp: _write_heldout_shards(spec, tok, tmp, meta))
         log(f"  done in {time.perf_counter() - t0:.1f}s")
     return PreparedData(folder, tok, json.loads((folder / "meta.json").read_text()))

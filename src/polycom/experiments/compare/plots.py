@@ -62,13 +62,19 @@ def plot_final(per_activation: dict, path: Path, baseline: str) -> Path:
     return _save(fig, path)
 
 
+def _ci_xerr(comparison: dict):
+    """A paired comparison's 95% CI as errorbar's asymmetric ``xerr`` (None: no interval, one pair)."""
+    c = comparison
+    return None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
+
+
 def plot_differences(comparisons: dict, path: Path, baseline: str) -> Path:
     """Paired difference to the baseline with its 95% CI; left of zero = lower loss than the baseline."""
     acts = list(comparisons)
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
     for i, act in enumerate(acts):
         c = comparisons[act]["val_loss"]
-        err = None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
+        err = _ci_xerr(c)
         colour = {"better": "C2", "worse": "C3"}.get(comparisons[act]["verdict"], "C7")
         ax.errorbar(c["mean_diff"], i, xerr=err, fmt="o", capsize=4, color=colour)
     ax.axvline(0, color="k", lw=1)
@@ -144,7 +150,7 @@ def plot_eval_sets(eval_sets: dict, path: Path, baseline: str) -> Path:
         for i, name in enumerate(names):
             c = eval_sets[name]["loss"]["comparisons"][act]
             y = i + (j - (len(acts) - 1) / 2) * width
-            err = None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
+            err = _ci_xerr(c)
             significant = c["verdict"] in ("better", "worse")
             ax.errorbar(c["mean_diff"], y, xerr=err, fmt="o", capsize=3, color=f"C{j}",
                         mfc=f"C{j}" if significant else "white", label=act if i == 0 else None)
