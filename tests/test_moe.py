@@ -11,7 +11,7 @@ from naive import naive_poly_norm
 
 import polycom
 from polycom.models import MLP, MoE, MoEConfig, build_model, model_config
-from polycom.models.moe import _Groups, grouped_linear
+from polycom.models.moe import ExpertGroups, grouped_linear
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +115,7 @@ def test_grouped_linear_matches_loop():
     torch.manual_seed(0)
     w = torch.randn(3, 5, 4)
     expert = torch.tensor([0, 0, 0, 2, 2])  # expert 1 gets no rows
-    groups = _Groups.from_sorted(expert, 3)
+    groups = ExpertGroups.from_sorted(expert, 3)
     assert groups.counts == [3, 0, 2] and groups.capacity == 3
     x = torch.randn(5, 4)
     want = torch.stack([w[e] @ x[i] for i, e in enumerate(expert.tolist())])

@@ -35,7 +35,6 @@ class ExpertGroups:
         return cls(counts_list, sorted_expert, slot, max(counts_list) if counts_list else 0)
 
 
-_Groups = ExpertGroups  # the name tests/test_moe.py and older code use
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:

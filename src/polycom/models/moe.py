@@ -40,7 +40,7 @@ from torch import nn
 
 from ..registry import activation_info
 from .config import MoEConfig
-from .grouped import ExpertGroups, _Groups, grouped_linear  # noqa: F401 - _Groups: the older name, re-exported
+from .grouped import ExpertGroups, grouped_linear
 from .mlp import build_mlp, mlp_kind
 
 __all__ = ["Router", "MoE", "ExpertActivations", "grouped_linear", "load_balance_loss", "router_z_loss"]

@@ -210,20 +210,16 @@ class Trainer:
     def evaluate(self) -> dict:
         """Mean loss (nats/token) and bits per byte over the validation sample (the same windows every
         run), and, when ``eval.sets`` names extra sets, ``sets: {name: {loss, bpb, tokens}}`` on each."""
-        nll, tokens, n_bytes = self._score(self.val_sampler, "the validation split")
-        out = {"val_loss": nll / tokens, "val_bpb": nll / (math.log(2) * n_bytes), "val_tokens": int(tokens)}
+        main = self._score(self.val_sampler, "the validation split")
+        out = {f"val_{key}": value for key, value in main.items()}
         if self.set_samplers:
-            out["sets"] = {}
-            for name, sampler in self.set_samplers.items():
-                nll, tokens, n_bytes = self._score(sampler, f"eval.sets.{name}")
-                out["sets"][name] = {"loss": nll / tokens, "bpb": nll / (math.log(2) * n_bytes),
-                                     "tokens": int(tokens)}
+            out["sets"] = {name: self._score(sampler, f"eval.sets.{name}") for name, sampler in self.set_samplers.items()}
         return out
 
     @torch.no_grad()
-    def _score(self, sampler: BatchSampler, what: str) -> tuple[float, float, float]:
-        """(summed nll in nats, target tokens, target bytes) over the first ``train.eval_batches``
-        global batches of ``sampler``'s windows, summed over ranks."""
+    def _score(self, sampler: BatchSampler, what: str) -> dict:
+        """``{loss, bpb, tokens}`` (nats/token, bits per byte, target tokens) over the first
+        ``train.eval_batches`` global batches of ``sampler``'s windows, summed over ranks."""
         self.model.eval()
         mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
         # A fixed set of windows whatever the world size: eval_batches global batches.
@@ -239,7 +235,7 @@ class Trainer:
             sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
                                  self.token_bytes[targets].sum().double()])
         nll, tokens, n_bytes = D.all_reduce(sums).tolist()
-        return nll, tokens, n_bytes
+        return {"loss": nll / tokens, "bpb": nll / (math.log(2) * n_bytes), "tokens": int(tokens)}
 
     # --- checkpoints -----------------------------------------------------------
 
