@@ -36,7 +36,7 @@ from polycom import functional as PF  # noqa: E402
 from polycom import get_activation  # noqa: E402
 from polycom.memory import saved_tensor_bytes  # noqa: E402
 from polycom.ops import available_implementations  # noqa: E402
-from polycom.ops.kernel_sets import COMPILE_SECONDS  # noqa: E402
+from polycom.ops.compiled import COMPILE_SECONDS  # noqa: E402
 
 
 def official_poly_norm(x, weight, bias, eps=1e-6):

@@ -14,8 +14,8 @@ from polycom import registry
 from polycom.models import build_model, model_config
 from polycom.models import mlp as mlp_module
 from polycom.models.mlp import MLP_KINDS, MLPKind, build_mlp, matched_hidden, mlp_kind, register_mlp_kind
-from polycom.ops import closed_form as cf
-from polycom.ops import dispatch, kernel_sets
+from polycom.ops import dispatch
+from polycom.ops import poly_norm as poly_norm_op
 
 # A family written the way docs/models.md says: one file, nothing else edited.
 FAMILY_SOURCE = '''
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from polycom.ops import dispatch
-from polycom.ops.kernel_sets import kernel, register_closed_form
+from polycom.ops.fused_op import OpKernels
 from polycom.registry import register_activation
 
 
@@ -41,31 +41,17 @@ def reglu_backward(grad_y, gate, up):
     return grad_y * (gate > 0) * up, grad_y * torch.relu(gate)
 
 
-class ReGLUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gate, up, impl):
-        ctx.save_for_backward(gate, up)
-        ctx.impl = impl
-        return kernel("test_reglu_forward", impl)(gate, up)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        gate, up = ctx.saved_tensors
-        return (*kernel("test_reglu_backward", ctx.impl)(grad_y, gate, up), None)
-
-
 class ReGLU(nn.Module):
     def __init__(self, implementation="auto"):
         super().__init__()
         self.implementation = implementation
 
     def forward(self, gate, up):
-        return dispatch.call("test_reglu", self.implementation, 1, gate, up)
+        return dispatch.call("test_reglu", self.implementation, gate, up)
 
 
-register_closed_form("test_reglu_forward", reglu_forward)
-register_closed_form("test_reglu_backward", reglu_backward)
-dispatch.register_op("test_reglu", reference=reglu_reference, function=ReGLUFunction)
+dispatch.register_op("test_reglu", reference=reglu_reference,
+                     kernels=OpKernels(forward=reglu_forward, backward=reglu_backward, rows=2))
 register_activation("test_reglu", ReGLU, gated=True, description="relu(gate) * up",
                     paper="Shazeer 2020, GLU Variants Improve Transformer")
 '''
@@ -79,7 +65,7 @@ def clean_registries():
     lazy Triton kernels, and those entries must stay for the tests that follow.
     """
     yield
-    tables = [registry._REGISTRY, mlp_module.MLP_KINDS, kernel_sets._KERNELS, kernel_sets._LAZY_KERNELS, dispatch._OPS]
+    tables = [registry._REGISTRY, mlp_module.MLP_KINDS, dispatch._OPS]
     for table in tables:
         for key in [k for k in table if (k[0] if isinstance(k, tuple) else k).startswith("test_")]:
             del table[key]
@@ -104,7 +90,7 @@ def test_a_family_in_one_file_registers_builds_and_is_width_matched(tmp_path, mo
     assert "test_reglu" in polycom.list_activations(gated=True)
     info = polycom.activation_info("test_reglu")
     assert info.mlp_kind == "gated" and info.paper.startswith("Shazeer")
-    assert kernel_sets.kernel("test_reglu_forward", "eager") is family.reglu_forward
+    assert dispatch.registered_op("test_reglu").kernel("eager", "forward") is family.reglu_forward
 
     torch.manual_seed(0)
     eager = {"implementation": "eager"}  # the compiled path is checked below, once
@@ -130,7 +116,7 @@ def test_a_family_fast_path_runs_through_the_tables(tmp_path, monkeypatch, clean
     family = _import_family(tmp_path, monkeypatch, "reglu_family", FAMILY_SOURCE)
     # The compiled backend is torch.compile of the same function (compiling it here would take
     # ~35 s on a 2-core CPU; the compiled wrapper itself is exercised by test_ops.py).
-    assert kernel_sets.kernel("test_reglu_forward", "compiled").fn is family.reglu_forward
+    assert dispatch.registered_op("test_reglu").kernel("compiled", "forward").fn is family.reglu_forward
     torch.manual_seed(0)
     gate, up, g = torch.randn(3, 4, 8, dtype=torch.float64).unbind(0)
     # Independent expectation: relu(gate) * up and its gradients, typed out.
@@ -144,7 +130,7 @@ def test_a_family_fast_path_runs_through_the_tables(tmp_path, monkeypatch, clean
         torch.testing.assert_close(y, want_y, rtol=1e-15, atol=0)
         torch.testing.assert_close(leaves[0].grad, want_ggate, rtol=1e-15, atol=0)
         torch.testing.assert_close(leaves[1].grad, want_gup, rtol=1e-15, atol=0)
-        assert (y.grad_fn.name() == "ReGLUFunctionBackward") == (impl != "reference")
+        assert (y.grad_fn.name() == "TestRegluFunctionBackward") == (impl != "reference")
 
 
 class _Bilinear(torch.nn.Module):
@@ -246,16 +232,20 @@ def test_cli_lists_the_new_families(capsys):
     assert "poly2_relu_approx" in out and "quad" in out and "gated_polynorm" in out
 
 
-def test_kernel_table_is_filled_by_the_families():
-    assert kernel_sets.kernel("poly_norm_backward", "eager") is cf.poly_norm_backward_torch
-    assert ("poly_relu_forward", "triton") in kernel_sets.registered_kernels()
-    with pytest.raises(ValueError, match="no 'eager' kernel registered for op 'nope'"):
-        kernel_sets.kernel("nope", "eager")
-    with pytest.raises(ValueError, match="'backend' must be one of"):
-        kernel_sets.kernel("poly_norm_forward", "cuda")
-    # No import circle: the Triton module does not import the kernel table.
+def test_op_table_is_filled_by_the_families():
+    op = dispatch.registered_op("poly_norm")
+    assert op.kernel("eager", "backward") is poly_norm_op.poly_norm_backward
+    assert op.kernels.backends == ("eager", "compiled", "triton")
+    assert dispatch.registered_op("hermite").kernels.backends == ("eager", "compiled")
+    with pytest.raises(ValueError, match="no dispatched op named 'nope'"):
+        dispatch.registered_op("nope")
+    with pytest.raises(ValueError, match="op 'hermite' has no 'triton' backend"):
+        dispatch.registered_op("hermite").kernel("triton", "forward")
+    with pytest.raises(ValueError, match="'implementation'.*hermite has no Triton kernel"):
+        dispatch.call("hermite", "triton", torch.randn(2, 3), torch.ones(3))
+    # No import circle: the Triton module does not import the op table.
     source = (importlib.util.find_spec("polycom.ops.triton_ops").origin)
-    assert "kernel_sets" not in open(source).read().split('"""', 2)[2]
+    assert "import dispatch" not in open(source).read() and "from .dispatch" not in open(source).read()
 
 
 # ---- fixed low-degree polynomials ----

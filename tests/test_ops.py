@@ -231,7 +231,7 @@ def test_torch_compile_fullgraph_module():
 def test_compiled_path_handles_changing_shapes():
     """MoE groups and generation change the row count every step: after one dynamic
     recompile every new shape must reuse the compiled kernel, never fail or fall back."""
-    from polycom.ops.kernel_sets import compile_failures
+    from polycom.ops.compiled import compile_failures
 
     m = polycom.PolyNorm(order=2, implementation="compiled")
     for rows in range(1, 13):

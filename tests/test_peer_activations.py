@@ -100,11 +100,11 @@ def _fourier_fn(impl, x, bias, cos, sin, freq):
 
 
 def _tropical_fn(impl, x, a):
-    return polycom.ops.dispatch.call("tropical", impl, 5, x, a)
+    return polycom.ops.dispatch.call("tropical", impl, x, a)
 
 
 def _tropical_rational_fn(impl, x, a, c):
-    return polycom.ops.dispatch.call("tropical_rational", impl, 5, x, a, c)
+    return polycom.ops.dispatch.call("tropical_rational", impl, x, a, c)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

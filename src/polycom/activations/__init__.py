@@ -1,8 +1,8 @@
 """Activation families, one module each: formula, functional form, module, registry entry, fast path.
 
 Importing this package imports every family module, and each registers its
-activations (``register_activation``) and fast paths (``ops.kernel_sets``,
-``ops.dispatch``) at import. Add a family by adding a module and one import
+activations (``register_activation``) and fast paths (``ops.dispatch.register_op``)
+at import. Add a family by adding a module and one import
 line here; see docs/models.md, "Add an activation in one file".
 
 Families: ``general`` (PolyCom(base, order, kind)), ``polyrelu``, ``polynorm``,

@@ -39,12 +39,11 @@ import torch
 from torch import nn
 
 from ..ops import dispatch
-from ..ops.kernel_sets import register_closed_form
+from ..ops.fused_op import OpKernels
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_float_tensor
 from .hermite import PAPER
-from .lean_elementwise import NO_TRITON_ORDER, check_implementation, lean_function
 
 __all__ = ["check_frequencies", "fourier_second_moments", "variance_preserving_fourier_parameters",
            "fourier_reference", "fourier", "Fourier"]
@@ -142,7 +141,7 @@ def fourier(x, bias, cos, sin, frequency, implementation: str = "auto") -> torch
     if not (cos.shape == sin.shape == frequency.shape and cos.dim() == 1 and cos.numel() >= 1):
         raise ValueError("arguments 'cos', 'sin', 'frequency' must share one shape (K,) with K >= 1, got "
                          f"{tuple(cos.shape)}, {tuple(sin.shape)}, {tuple(frequency.shape)}")
-    return dispatch.call("fourier", implementation, NO_TRITON_ORDER, x, bias, cos, sin, frequency)
+    return dispatch.call("fourier", implementation, x, bias, cos, sin, frequency)
 
 
 class Fourier(nn.Module):
@@ -152,7 +151,7 @@ class Fourier(nn.Module):
                  implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.frequencies = check_frequencies(frequencies)
-        self.implementation = check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation, "fourier")
         k = len(self.frequencies)
         self.bias = nn.Parameter(torch.empty(1, device=device, dtype=dtype))
         self.cos = nn.Parameter(torch.empty(k, device=device, dtype=dtype))
@@ -187,8 +186,7 @@ class Fourier(nn.Module):
         return f"frequencies={self.frequencies}"
 
 
-register_closed_form("fourier_forward", fourier_forward)
-register_closed_form("fourier_backward", fourier_backward)
-dispatch.register_op("fourier", reference=fourier_reference, function=lean_function("fourier"))
+dispatch.register_op("fourier", reference=fourier_reference,
+                     kernels=OpKernels(forward=fourier_forward, backward=fourier_backward))
 register_activation("fourier", Fourier, paper=PAPER,
                     description="a0 + sum_k a_k cos(w_k x) + b_k sin(w_k x), learnable a, b, w; variance-preserving")

@@ -2,18 +2,16 @@
 
 Not in the PolyCom paper (Zhuo et al., ICLR 2025): the GLU-style use of PolyNorm
 found in the wild (Motif's models; Swiss AI's PNGLU). The
-family: formula, functional form, module, registry entries ("gated_polynorm",
-"pnglu") and fast paths (``ops/closed_form.py``, ``ops/triton_poly_norm.py``).
+family: formula, functional form, module and registry entries ("gated_polynorm",
+"pnglu"); its fast paths are the op of ``ops/gated_poly_norm.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..ops import closed_form as cf
 from ..ops import dispatch
-from ..ops.autograd import GatedPolyNormFunction
-from ..ops.kernel_sets import register_closed_form, register_kernel
+from ..ops import gated_poly_norm as gated_poly_norm_op
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor, check_same_shape
@@ -49,7 +47,7 @@ def gated_poly_norm(
     check_same_shape(gate, up, "gate", "up")
     check_coefficients(weight, bias, gate)
     check_eps(eps)
-    return dispatch.call("gated_poly_norm", implementation, weight.numel(), gate, up, weight, bias, eps)
+    return dispatch.call("gated_poly_norm", implementation, gate, up, weight, bias, eps, order=weight.numel())
 
 
 class GatedPolyNorm(PolyCoefficients):
@@ -75,13 +73,7 @@ class GatedPolyNorm(PolyCoefficients):
         return s + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
 
 
-# The forward is compiled with the per-row scales t as a third output (see register_closed_form).
-register_closed_form("gated_poly_norm_forward", cf.gated_poly_norm_forward_torch,
-                     compile_fn=cf.gated_poly_norm_forward_parts, keep=2)
-register_closed_form("gated_poly_norm_backward", cf.gated_poly_norm_backward_torch)
-for _op in ("gated_poly_norm_forward", "gated_poly_norm_backward"):
-    register_kernel(_op, "triton", module="polycom.ops.triton_ops")
-dispatch.register_op("gated_poly_norm", reference=gated_poly_norm_reference, function=GatedPolyNormFunction)
+dispatch.register_op("gated_poly_norm", reference=gated_poly_norm_reference, kernels=gated_poly_norm_op.KERNELS)
 register_activation("gated_polynorm", GatedPolyNorm, gated=True, description="PolyNorm(gate) * up (Motif)",
                     paper="Motif's models (GLU-style PolyNorm); PolyNorm: Zhuo et al., ICLR 2025")
 register_activation("pnglu", GatedPolyNorm, gated=True, description="PolyNorm of order 2 (gate) * up (Swiss AI PNGLU)",

@@ -100,9 +100,9 @@ def poly_com(
     if kind not in ("I", "II"):
         raise ValueError(f"kind must be 'I' (rho then powers) or 'II' (powers then rho), got {kind!r}")
     if base == "relu" and kind == "I":
-        return dispatch.call("poly_relu", implementation, weight.numel(), x, weight, bias)
+        return dispatch.call("poly_relu", implementation, x, weight, bias, order=weight.numel())
     if base == "rmsnorm" and kind == "II":
-        return dispatch.call("poly_norm", implementation, weight.numel(), x, weight, bias, eps)
+        return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
     return poly_com_reference(x, weight, bias, base, kind, eps, prelu_weight)
 
 

@@ -40,11 +40,10 @@ import torch
 from torch import nn
 
 from ..ops import dispatch
-from ..ops.kernel_sets import register_closed_form
+from ..ops.fused_op import OpKernels
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_float_tensor
-from .lean_elementwise import NO_TRITON_ORDER, check_implementation, lean_function
 
 __all__ = ["check_degree", "variance_preserving_hermite_coefficients", "hermite_basis", "hermite_reference",
            "hermite", "Hermite"]
@@ -118,7 +117,7 @@ def hermite(x: torch.Tensor, coefficients: torch.Tensor, implementation: str = "
     if not isinstance(coefficients, torch.Tensor) or coefficients.dim() != 1 or coefficients.numel() < 2:
         raise ValueError("argument 'coefficients' must be a tensor of shape (degree + 1,) with degree >= 1, "
                          f"got {getattr(coefficients, 'shape', coefficients)!r}")
-    return dispatch.call("hermite", implementation, NO_TRITON_ORDER, x, coefficients)
+    return dispatch.call("hermite", implementation, x, coefficients)
 
 
 class Hermite(nn.Module):
@@ -127,7 +126,7 @@ class Hermite(nn.Module):
     def __init__(self, degree: int = 3, implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.degree = check_degree(degree)
-        self.implementation = check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation, "hermite")
         self.coefficients = nn.Parameter(torch.empty(degree + 1, device=device, dtype=dtype))
         self.reset_parameters()
 
@@ -154,8 +153,7 @@ class Hermite(nn.Module):
                                           if self.implementation != "auto" else "")
 
 
-register_closed_form("hermite_forward", hermite_forward)
-register_closed_form("hermite_backward", hermite_backward)
-dispatch.register_op("hermite", reference=hermite_reference, function=lean_function("hermite"))
+dispatch.register_op("hermite", reference=hermite_reference,
+                     kernels=OpKernels(forward=hermite_forward, backward=hermite_backward))
 register_activation("hermite", Hermite, paper=PAPER,
                     description="sum_k a_k He_k(x)/sqrt(k!), learnable, variance-preserving init (degree=3)")

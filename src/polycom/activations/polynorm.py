@@ -1,18 +1,16 @@
 """PolyNorm: a_0 + sum_{i=1..r} a_i N(x^i), N the RMS norm (PolyCom Type II with rho = RMS norm).
 
 Zhuo et al., "Polynomial Composition Activations", ICLR 2025, eq. (3). The family:
-formula, functional form, module, registry entry and fast paths (closed-form
-eager/compiled kernels in ``ops/closed_form.py``, Triton in ``ops/triton_poly_norm.py``).
+formula, functional form, module and registry entry; its fast paths are the op of
+``ops/poly_norm.py`` (closed-form eager/compiled kernels, Triton in ``ops/triton_poly_norm.py``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..ops import closed_form as cf
 from ..ops import dispatch
-from ..ops.autograd import PolyNormFunction
-from ..ops.kernel_sets import register_closed_form, register_kernel
+from ..ops import poly_norm as poly_norm_op
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor
@@ -76,7 +74,7 @@ def poly_norm(
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
     check_eps(eps)
-    return dispatch.call("poly_norm", implementation, weight.numel(), x, weight, bias, eps)
+    return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
 
 
 class PolyNorm(PolyCom):
@@ -94,11 +92,6 @@ class PolyNorm(PolyCom):
         return s + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
 
 
-# The forward is compiled with the per-row scales t as a third output (see register_closed_form).
-register_closed_form("poly_norm_forward", cf.poly_norm_forward_torch, compile_fn=cf.poly_norm_forward_parts, keep=2)
-register_closed_form("poly_norm_backward", cf.poly_norm_backward_torch)
-for _op in ("poly_norm_forward", "poly_norm_backward"):
-    register_kernel(_op, "triton", module="polycom.ops.triton_ops")
-dispatch.register_op("poly_norm", reference=poly_norm_reference, function=PolyNormFunction)
+dispatch.register_op("poly_norm", reference=poly_norm_reference, kernels=poly_norm_op.KERNELS)
 register_activation("polynorm", PolyNorm, description="a0 + sum_i a_i N(x^i), N = RMS norm (PolyCom Type II)",
                     paper=PAPER)

@@ -1,18 +1,16 @@
 """PolyReLU: a_0 + sum_{i=1..r} a_i relu(x)^i (PolyCom Type I with rho = ReLU).
 
 Zhuo et al., "Polynomial Composition Activations", ICLR 2025, eq. (2). The family:
-formula, functional form, module, registry entry and fast paths (closed-form
-eager/compiled kernels in ``ops/closed_form.py``, Triton in ``ops/triton_poly_relu.py``).
+formula, functional form, module and registry entry; its fast paths are the op of
+``ops/poly_relu.py`` (closed-form eager/compiled kernels, Triton in ``ops/triton_poly_relu.py``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..ops import closed_form as cf
 from ..ops import dispatch
-from ..ops.autograd import PolyReLUFunction
-from ..ops.kernel_sets import register_closed_form, register_kernel
+from ..ops import poly_relu as poly_relu_op
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_float_tensor
@@ -46,7 +44,7 @@ def poly_relu(
     """PolyReLU: ``bias + sum_i weight[r-i] * relu(x)^i`` (see ``poly_relu_reference``)."""
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
-    return dispatch.call("poly_relu", implementation, weight.numel(), x, weight, bias)
+    return dispatch.call("poly_relu", implementation, x, weight, bias, order=weight.numel())
 
 
 class PolyReLU(PolyCom):
@@ -59,8 +57,5 @@ class PolyReLU(PolyCom):
         return f"order={self.order}" + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
 
 
-for _op in ("poly_relu_forward", "poly_relu_backward"):
-    register_closed_form(_op, getattr(cf, f"{_op}_torch"))
-    register_kernel(_op, "triton", module="polycom.ops.triton_ops")
-dispatch.register_op("poly_relu", reference=poly_relu_reference, function=PolyReLUFunction)
+dispatch.register_op("poly_relu", reference=poly_relu_reference, kernels=poly_relu_op.KERNELS)
 register_activation("polyrelu", PolyReLU, description="a0 + sum_i a_i relu(x)^i (PolyCom Type I)", paper=PAPER)

@@ -38,12 +38,11 @@ from scipy.stats import norm
 from torch import nn
 
 from ..ops import dispatch
-from ..ops.kernel_sets import register_closed_form
+from ..ops.fused_op import OpKernels
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_float_tensor
 from .hermite import PAPER
-from .lean_elementwise import NO_TRITON_ORDER, check_implementation, lean_function
 
 __all__ = ["tropical_polynomial_reference", "tropical_rational_reference", "piecewise_linear_moments",
            "variance_preserving_tropical_coefficients",
@@ -207,7 +206,7 @@ class TropicalPolynomial(nn.Module):
     def __init__(self, degree: int = 3, implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.degree = _check_tropical_degree(degree)
-        self.implementation = check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation, "tropical")
         self.coefficients = nn.Parameter(torch.empty(degree + 1, device=device, dtype=dtype))
         self.reset_parameters()
 
@@ -217,7 +216,7 @@ class TropicalPolynomial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x")
-        return dispatch.call("tropical", self.implementation, NO_TRITON_ORDER, x, self.coefficients)
+        return dispatch.call("tropical", self.implementation, x, self.coefficients)
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}"
@@ -229,7 +228,7 @@ class TropicalRational(nn.Module):
     def __init__(self, degree: int = 2, implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.degree = _check_tropical_degree(degree)
-        self.implementation = check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation, "tropical_rational")
         self.numerator = nn.Parameter(torch.empty(degree + 1, device=device, dtype=dtype))
         self.denominator = nn.Parameter(torch.empty(degree + 1, device=device, dtype=dtype))
         self.reset_parameters()
@@ -242,20 +241,17 @@ class TropicalRational(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x")
-        return dispatch.call("tropical_rational", self.implementation, NO_TRITON_ORDER, x, self.numerator,
+        return dispatch.call("tropical_rational", self.implementation, x, self.numerator,
                              self.denominator)
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}"
 
 
-for _op, _fn in (("tropical_forward", tropical_forward), ("tropical_backward", tropical_backward),
-                 ("tropical_rational_forward", tropical_rational_forward),
-                 ("tropical_rational_backward", tropical_rational_backward)):
-    register_closed_form(_op, _fn)
-dispatch.register_op("tropical", reference=tropical_polynomial_reference, function=lean_function("tropical"))
+dispatch.register_op("tropical", reference=tropical_polynomial_reference,
+                     kernels=OpKernels(forward=tropical_forward, backward=tropical_backward))
 dispatch.register_op("tropical_rational", reference=tropical_rational_reference,
-                     function=lean_function("tropical_rational"))
+                     kernels=OpKernels(forward=tropical_rational_forward, backward=tropical_rational_backward))
 register_activation("tropical", TropicalPolynomial, paper=PAPER,
                     description="max_k (a_k + k x), learnable max-plus polynomial, variance-preserving (degree=3)")
 register_activation("tropical_rational", TropicalRational, paper=PAPER,

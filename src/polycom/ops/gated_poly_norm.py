@@ -1,0 +1,43 @@
+"""The gated PolyNorm op, PolyNorm(gate) * up: closed-form forward and backward, and its backends.
+
+Same contract and statistics as ``poly_norm.py``, whose helpers it uses: the PolyNorm
+backward runs with g' = g * up, and dL/dup = g * PolyNorm(gate), recomputed from the saved
+inverse RMS values (never saved). The product PolyNorm(gate) * up is formed in float32 and
+rounded once to the output dtype, as the reference does.
+"""
+
+from __future__ import annotations
+
+from .fused_op import OpKernels
+from .poly_norm import TRITON_MAX_ORDER, _combine, _poly_norm_grads, _saved_powers, _scaled_combine, _scaled_stats, _up
+
+__all__ = ["gated_poly_norm_forward_parts", "gated_poly_norm_forward", "gated_poly_norm_backward", "KERNELS"]
+
+
+def gated_poly_norm_forward_parts(gate, up, weight, bias, eps):
+    """(y, inv_rms, t), as ``poly_norm_forward_parts``."""
+    u, t, inv_rms = _scaled_stats(_up(gate), weight.shape[0], eps)
+    return (_scaled_combine(u, t, weight, bias) * _up(up)).to(gate.dtype), inv_rms, t
+
+
+def gated_poly_norm_forward(gate, up, weight, bias, eps):
+    return gated_poly_norm_forward_parts(gate, up, weight, bias, eps)[:2]
+
+
+def gated_poly_norm_backward(grad_y, gate, up, weight, bias, inv_rms):
+    gf, uf, gyf = _up(gate), _up(up), _up(grad_y)
+    act = _combine(_saved_powers(gf, inv_rms)[2], weight, bias)  # recomputed: never saved
+    grad_gate, grad_w, grad_b = _poly_norm_grads(gyf * uf, gf, weight, inv_rms)
+    return grad_gate.to(gate.dtype), (gyf * act).to(up.dtype), grad_w, grad_b
+
+
+KERNELS = OpKernels(
+    forward=gated_poly_norm_forward,
+    backward=gated_poly_norm_backward,
+    rows=2,
+    saves_stats=True,
+    compile_forward=gated_poly_norm_forward_parts,  # t as an extra output, as poly_norm.KERNELS
+    keep=2,
+    triton="polycom.ops.triton_ops",
+    triton_max_order=TRITON_MAX_ORDER,
+)
