@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
-from ..train.checkpoint import latest_checkpoint
+from ..train.checkpoint import CheckpointError, latest_checkpoint, load_weights
 from ..train.config import Config, ConfigError, check_paths, load_config
 from ..models.structure import AnalysisError
 
@@ -40,10 +39,15 @@ def resolve_run(path: str | Path) -> RunFiles:
     expected = ("expected a polycom run folder (config.yaml and checkpoints/step_*, as `polycom train` writes) "
                 "or one checkpoint folder (model.safetensors and config.yaml)")
     if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir():
-        final = latest_checkpoint(p)
+        try:
+            final = latest_checkpoint(p)  # only folders inside p/checkpoints (a link out of it is refused)
+        except CheckpointError as e:
+            raise AnalysisError(str(e)) from None
         if final is None:
             raise AnalysisError(f"{p} is a run folder without a complete checkpoint in {p / 'checkpoints'}")
-        done = sorted(c for c in (p / "checkpoints").glob("step_*") if _is_checkpoint(c) and c <= final)
+        inside = (p / "checkpoints").resolve()
+        done = sorted(c for c in (p / "checkpoints").glob("step_*")
+                      if _is_checkpoint(c) and c.resolve().parent == inside and c <= final)
         folders, run_dir, cfg_file = done, p, p / "config.yaml"
     elif _is_checkpoint(p):
         folders, run_dir, cfg_file = [p], None, p / "config.yaml"
@@ -65,7 +69,10 @@ def load_model(folder: Path, cfg: Config, model=None):
     """The checkpoint's polycom Transformer (eval mode, CPU); ``model`` reuses a built one."""
     from ..models import build_model
 
-    state = load_file(str(folder / "model.safetensors"))
+    try:
+        state, _ = load_weights(folder)  # refuses a weights file linked from elsewhere
+    except CheckpointError as e:
+        raise AnalysisError(str(e)) from None
     if model is None:
         vocab = state["tok_embeddings.weight"].shape[0]
         model = build_model(cfg.model_config(vocab))

@@ -3,13 +3,16 @@
 A run folder (``polycom train``'s ``train.out_dir``) holds ``config.yaml`` and
 ``checkpoints/step_*/``; its tokenizer is rebuilt from ``data.tokenizer``: the
 byte tokenizer needs nothing, a trained BPE is read from ``data.cache_dir``
-under the corpus hash the checkpoint recorded (never retrained here). An
+under the corpus hash the checkpoint recorded (never retrained here). Only the
+checkpoint's ``model.safetensors`` and ``config.yaml`` are read: ``optimizer.pt`` and
+``state.pt`` (pickles, needed by a resume alone) are never opened. An
 exported folder (``polycom export``) holds ``config.json``, safetensors
 weights and ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import torch
 from ..data.pipeline import default_cache_dir
 from ..data.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from ..models import Transformer, build_model
-from ..train.checkpoint import latest_checkpoint, load_checkpoint
+from ..train.checkpoint import checkpoint_step, latest_checkpoint, load_weights
 from ..train.config import Config, load_config
 
 __all__ = ["LoadedRun", "load_run", "load_model_and_tokenizer", "is_hf_folder", "eager_activations"]
@@ -64,14 +67,27 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if folder is None:
         raise FileNotFoundError(f"RUN: no checkpoint in {run_dir / 'checkpoints'} "
                                 "(train with train.checkpoint_every, or let the run finish: it saves at the end)")
-    ckpt = load_checkpoint(folder)
+    weights, metadata = load_weights(folder)
     cfg = load_config(folder / "config.yaml")  # the config the checkpoint was written under
-    corpus_hash = ckpt["state"].get("corpus_hash")
+    corpus_hash = metadata.get("corpus_hash") or _logged_corpus_hash(run_dir)
     tok = run_tokenizer(cfg, corpus_hash)
     model_config = cfg.model.build_config(tok.vocab_size, cfg.data.seq_len)  # exactly as the trainer builds it
     model = build_model(model_config)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return LoadedRun(model.eval(), tok, cfg, folder, int(ckpt["state"]["step"]), corpus_hash)
+    model.load_state_dict(weights, strict=True)
+    return LoadedRun(model.eval(), tok, cfg, folder, checkpoint_step(folder), corpus_hash)
+
+
+def _logged_corpus_hash(run_dir: Path) -> str | None:
+    """The corpus hash in metrics.jsonl's first record, for checkpoints older than the hash in their metadata."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    with open(metrics, errors="replace") as f:
+        try:
+            first = json.loads(f.readline())
+        except ValueError:
+            return None
+    return first.get("corpus_hash") if isinstance(first, dict) else None
 
 
 class _HFTokenizerAdapter(Tokenizer):

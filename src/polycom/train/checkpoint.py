@@ -13,7 +13,15 @@ leaves a stray temporary folder that is ignored and cleaned up next time;
 
 ``state.pt`` holds the step, scheduler, RNG states and data position;
 ``optimizer.pt`` the full (unsharded) optimizer state. Model weights are in
-safetensors so other tools can read them without unpickling.
+safetensors so other tools can read them without unpickling; the step and the corpus
+hash are also in its metadata, so reading a model (``load_weights``: generate, export,
+eval) needs no other file.
+
+Run folders are shared and downloaded, so nothing in them may run code when loaded:
+both ``.pt`` files hold only tensors and plain values and are read with
+``torch.load(weights_only=True)`` (a file holding anything else is refused, naming it),
+and every checkpoint is looked up inside the run's own ``checkpoints/`` folder only
+(``latest`` must name a ``step_*`` folder there; links out of it are refused).
 
 A full disk while writing (``ENOSPC``, or torch's ``inline_container.cc`` write failure,
 which hides the errno) removes the partial temporary folder and raises ``DiskFullError``
@@ -24,7 +32,9 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -32,10 +42,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_step", "rng_state",
-           "set_rng_state", "DiskFullError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "latest_checkpoint", "checkpoint_step",
+           "rng_state", "set_rng_state", "DiskFullError", "CheckpointError"]
 
 LATEST = "latest"
+_STEP_NAME = re.compile(r"step_[0-9]+")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be loaded: it points outside its run or holds code; the message names the file."""
 
 
 class DiskFullError(OSError):
@@ -77,16 +92,31 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain values, so that ``weights_only=True`` can read it."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore ``rng_state()``'s dict; older checkpoints stored numpy's and Python's states as they come."""
+    numpy_state, python_state = state["numpy"], state["python"]
+    if isinstance(numpy_state, dict):
+        n = numpy_state
+        numpy_state = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    if isinstance(python_state, dict):
+        p = python_state
+        python_state = (p["version"], tuple(p["internal"].tolist()), p["gauss_next"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -102,7 +132,10 @@ def save_checkpoint(out_dir: Path, step: int, model_state: dict, optim_state: di
     tmp.mkdir()
     writing = tmp / "model.safetensors"
     try:
-        save_file(_unshare(model_state), str(writing), metadata={"step": str(step)})
+        metadata = {"step": str(step)}
+        if state.get("corpus_hash"):
+            metadata["corpus_hash"] = str(state["corpus_hash"])
+        save_file(_unshare(model_state), str(writing), metadata=metadata)
         writing = tmp / "optimizer.pt"
         torch.save(optim_state, writing)
         writing = tmp / "state.pt"
@@ -140,16 +173,34 @@ def _prune(root: Path, keep: int, protect: str) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _inside(root: Path, folder: Path) -> Path:
+    """``folder`` if it is a ``step_*`` folder directly in ``root`` (links resolved), else CheckpointError."""
+    if not _STEP_NAME.fullmatch(folder.name) or folder.resolve().parent != root.resolve():
+        raise CheckpointError(f"{folder}: not a checkpoint folder inside {root} (it resolves to "
+                              f"{folder.resolve()}); polycom loads checkpoints only from the run's own checkpoints/")
+    return folder
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The folder ``latest`` names, else the newest complete ``step_*`` folder, else None."""
+    """The folder ``latest`` names, else the newest complete ``step_*`` folder, else None.
+
+    Only folders inside ``OUT/checkpoints`` count: a ``latest`` naming anything else (``../..``,
+    an absolute path) or a ``step_*`` link leading out of it raises ``CheckpointError``."""
     root = Path(out_dir) / "checkpoints"
     pointer = root / LATEST
-    if pointer.exists():
-        folder = root / pointer.read_text().strip()
+    if pointer.is_symlink() or pointer.exists():
+        if pointer.is_symlink() or not pointer.is_file():
+            raise CheckpointError(f"{pointer}: not a plain file naming a checkpoint folder; delete it to use the "
+                                  f"newest step_* folder in {root}")
+        name = pointer.read_text(errors="replace")[:200].strip()
+        if not _STEP_NAME.fullmatch(name):
+            raise CheckpointError(f"{pointer}: names {name!r}, not a step_* folder inside {root}; polycom loads "
+                                  "checkpoints only from the run's own checkpoints/ (fix or delete the file)")
+        folder = root / name
         if (folder / "state.pt").exists():
-            return folder
+            return _inside(root, folder)
     done = sorted(p for p in root.glob("step_*") if (p / "state.pt").exists())
-    return done[-1] if done else None
+    return _inside(root, done[-1]) if done else None
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -157,12 +208,47 @@ def checkpoint_step(folder: Path) -> int:
     return int(Path(folder).name.removeprefix("step_"))
 
 
+def _file(folder: Path, name: str) -> Path:
+    """``folder/name``, refused when it is a link to a file elsewhere (another run's weights)."""
+    path = folder / name
+    if path.resolve().parent != folder.resolve():
+        raise CheckpointError(f"{path}: links to {path.resolve()}, outside its checkpoint folder; refusing to load it")
+    return path
+
+
+def _legacy_numpy_globals() -> list:
+    """What a ``state.pt`` written before RNG states were stored as tensors needs besides tensors:
+    numpy arrays (rebuilt from raw bytes and a dtype, which runs no code), nothing else."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``: tensors and plain values only; anything else -> CheckpointError."""
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain values, which could "
+                              "run code when loaded (polycom's checkpoints hold none)") from None
+
+
+def load_weights(folder: Path) -> tuple[dict, dict]:
+    """(model state dict, safetensors metadata) of a checkpoint: the only file a model needs, no unpickling."""
+    from safetensors import safe_open
+
+    path = _file(Path(folder), "model.safetensors")
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata() or {})
+    return load_file(str(path)), metadata
+
+
 def load_checkpoint(folder: Path) -> dict:
-    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str}``."""
+    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str}``: everything a resume needs."""
     folder = Path(folder)
     return {
-        "model": load_file(str(folder / "model.safetensors")),
-        "optimizer": torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False),
-        "state": torch.load(folder / "state.pt", map_location="cpu", weights_only=False),
-        "config_yaml": (folder / "config.yaml").read_text(),
+        "model": load_file(str(_file(folder, "model.safetensors"))),
+        "optimizer": _torch_load(_file(folder, "optimizer.pt")),
+        "state": _torch_load(_file(folder, "state.pt")),
+        "config_yaml": _file(folder, "config.yaml").read_text(),
     }
