@@ -128,3 +128,30 @@ def test_latest_naming_another_runs_checkpoint_is_refused(tmp_path, capsys):
                step2 / "model.safetensors")
     assert main(["export", str(tmp_path / "mine"), "--out", str(tmp_path / "hf")]) == 2
     assert "outside its checkpoint folder" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+
+
+# --- 3. a resume never wipes a run's history ------------------------------------------------------
+
+
+def test_resume_of_a_finished_run_without_checkpoints_keeps_its_history(tmp_path, capsys):
+    out = tmp_path / "run"
+    run("tiny", tiny_run(tmp_path))
+    shutil.rmtree(out / "checkpoints")
+    kept = {name: (out / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "config.yaml")}
+    assert main(["train", *tiny_run(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no checkpoint" in err and "--overwrite (train.overwrite=true)" in err
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert not (out / "checkpoints").exists()  # nothing retrained
+    assert main(["train", *tiny_run(tmp_path), "--overwrite"]) == 0  # the explicit way to start again
+    assert (out / "checkpoints" / "step_00000004").is_dir()
+
+
+def test_overwrite_removes_a_linked_run_file_but_not_what_it_links_to(tmp_path):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run("tiny", tiny_run(tmp_path))
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    (out / "tb").symlink_to(elsewhere, target_is_directory=True)
+    assert main(["train", *tiny_run(tmp_path), "--overwrite"]) == 0
+    assert (elsewhere / "precious.txt").read_text() == "keep" and not (out / "tb").exists()

@@ -10,6 +10,9 @@
 - **one run**: a fresh start (``train.resume=false``) into a folder that already holds a
   run is refused, unless ``train.overwrite=true``, which first removes that run's files
   (``RUN_FILES``; other files, such as a sweep's ``plan.json``, stay).
+- **nothing lost**: a resume with no checkpoint to continue from, in a folder that holds a
+  run's files (a finished run whose ``checkpoints/`` was deleted, or one that died before its
+  first checkpoint), is refused; only ``train.overwrite=true`` removes them.
 - **the same run**: a resume compares the requested config with the saved
   ``OUT/config.yaml``. Keys in ``SAFE_TO_CHANGE`` may differ (their changes are returned, and
   logged in metrics.jsonl as a ``resume`` record); any other difference would make the
@@ -95,7 +98,7 @@ def holds_run(out_dir: Path) -> bool:
 def _clear_run(out_dir: Path) -> None:
     for name in RUN_FILES:
         path = Path(out_dir) / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():  # a link is removed itself, never what it points to
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
@@ -132,10 +135,12 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 def _check_resume(out_dir: Path, cfg: Config, say: Callable[..., None]) -> dict[str, tuple[Any, Any]]:
     ckpt = latest_checkpoint(out_dir)
     if ckpt is None:
-        if holds_run(out_dir):  # a run that died before its first checkpoint: nothing to continue
-            say(f"train.resume: no checkpoint in {out_dir}/checkpoints; the files of the earlier, "
-                "unfinished run are replaced by a fresh start")
-            _clear_run(out_dir)
+        held = [name for name in RUN_FILES if (out_dir / name).exists()]
+        if held:  # a run's history (perhaps a finished one) with nothing to continue from: never wiped here
+            raise RunFolderError(
+                f"train.resume: no checkpoint in {out_dir / 'checkpoints'} to continue from, but {out_dir} holds "
+                f"an earlier run ({', '.join(held)}); nothing was changed. Start it again from step 0 with "
+                "--overwrite (train.overwrite=true), which deletes those files, or choose another train.out_dir")
         return {}
     saved_path = out_dir / "config.yaml" if (out_dir / "config.yaml").exists() else ckpt / "config.yaml"
     changes = config_changes(yaml.safe_load(saved_path.read_text()) or {}, cfg.to_dict())
