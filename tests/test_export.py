@@ -65,7 +65,7 @@ def test_export_round_trip_logits_tokenizer_and_hf_generate(trained, tmp_path):
 def test_export_refuses_an_existing_folder_unless_forced(trained, tmp_path):
     run_dir, _ = trained
     out = tmp_path / "hf"
-    out.mkdir()
+    export_run(run_dir, out)  # an earlier export: the only kind of folder --force replaces
     (out / "stale.txt").write_text("old")
     with pytest.raises(FileExistsError, match="--force"):
         export_run(run_dir, out)

@@ -155,3 +155,43 @@ def test_overwrite_removes_a_linked_run_file_but_not_what_it_links_to(tmp_path):
     (out / "tb").symlink_to(elsewhere, target_is_directory=True)
     assert main(["train", *tiny_run(tmp_path), "--overwrite"]) == 0
     assert (elsewhere / "precious.txt").read_text() == "keep" and not (out / "tb").exists()
+
+
+# --- 4. export --force replaces only an earlier export ------------------------------------------
+
+
+@pytest.fixture
+def exported(tmp_path):
+    pytest.importorskip("transformers")
+    run("tiny", tiny_run(tmp_path, "runs/run"))
+    return tmp_path / "runs" / "run"
+
+
+def snapshot(folder) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_into_the_run_or_a_folder_containing_it_is_refused_even_with_force(exported, capsys):
+    run_dir, parent = exported, exported.parent
+    (parent / "unrelated.txt").write_text("not polycom's")
+    before = snapshot(parent)
+    for out in (parent, run_dir, parent.parent):
+        assert main(["export", str(run_dir), "--out", str(out), "--force"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "contains it" in err
+    assert snapshot(parent) == before  # the run and the unrelated file are untouched
+
+
+def test_force_replaces_an_earlier_export_and_no_other_folder(exported, tmp_path, capsys):
+    run_dir = exported
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    assert main(["export", str(run_dir), "--out", str(own), "--force"]) == 2
+    assert "not a folder written by `polycom export`" in capsys.readouterr().err
+    assert (own / "notes.txt").read_text() == "mine"
+    assert main(["export", str(run_dir)]) == 0  # RUN/hf, marked as an export
+    (run_dir / "hf" / "stale.txt").write_text("old")
+    assert main(["export", str(run_dir)]) == 2  # exists: --force needed
+    assert main(["export", str(run_dir), "--force"]) == 0
+    assert (run_dir / "hf" / "model.safetensors").is_file() and not (run_dir / "hf" / "stale.txt").exists()

@@ -3,7 +3,11 @@
     OUT/config.json            PolyComConfig (model_type "polycom")
     OUT/model.safetensors      the latest checkpoint's weights under "model." names
     OUT/tokenizer.json ...     the run's tokenizer as a PreTrainedTokenizerFast
-    OUT/polycom_export.json    where it came from: run folder, checkpoint, step, corpus hash
+    OUT/polycom_export.json    where it came from: run folder, checkpoint, step, corpus hash;
+                               also the mark that polycom wrote OUT as an export
+
+``force=True`` replaces only a folder holding that mark, never any other folder, and an
+output that is the run folder or contains it is refused with or without it.
 
 After ``import polycom.hf`` (which registers model_type "polycom"),
 ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)``
@@ -21,7 +25,9 @@ from pathlib import Path
 from ..data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer
 from .load import load_run
 
-__all__ = ["export_run", "to_hf_tokenizer", "byte_level_alphabet"]
+__all__ = ["export_run", "to_hf_tokenizer", "byte_level_alphabet", "EXPORT_MARK"]
+
+EXPORT_MARK = "polycom_export.json"  # written into every export; --force replaces no folder without it
 
 
 def byte_level_alphabet() -> list[str]:
@@ -80,15 +86,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, force: bo
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "hf"
-    if out.exists() and not force:
-        raise FileExistsError(f"--out {out} already exists; pass --force to replace it")
+    _check_output(run_dir, out, force)
     run = load_run(run_dir)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # written aside, renamed into place when complete
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         from_polycom(run.model).save_pretrained(tmp)
         to_hf_tokenizer(run.tokenizer).save_pretrained(tmp)
-        (tmp / "polycom_export.json").write_text(json.dumps({
+        (tmp / EXPORT_MARK).write_text(json.dumps({
             "run_dir": str(run_dir.resolve()), "checkpoint": str(run.checkpoint.resolve()), "step": run.step,
             "corpus_hash": run.corpus_hash, "tokenizer": run.tokenizer.name}, indent=1))
         if out.exists():
@@ -100,3 +105,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, force: bo
     return out
 
 
+def _check_output(run_dir: Path, out: Path, force: bool) -> None:
+    """Refuse an output that would replace the run or a folder polycom did not write as an export."""
+    source = run_dir.resolve()
+    if out.resolve() == source or out.resolve() in source.parents:
+        raise ValueError(f"--out {out} is the run folder {run_dir} or contains it; exporting there would replace "
+                         "the run: choose a folder outside it (the default is RUN/hf)")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise FileExistsError(f"--out {out} already exists; pass --force to replace it")
+    if out.is_symlink() or not out.is_dir() or not (out / EXPORT_MARK).is_file():
+        raise ValueError(f"--out {out} is not a folder written by `polycom export` (no {EXPORT_MARK}); --force "
+                         "replaces only an earlier export: remove it yourself or choose another --out")
