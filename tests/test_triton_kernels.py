@@ -396,7 +396,7 @@ def test_compiled_graphs_hold_the_custom_op_and_eager_calls_match():
     eager = fn(x, weight, bias)
     compiled = torch.compile(fn, backend=backend, fullgraph=True)(x, weight, bias)
     code = "".join(m.code for gm in graphs for m in gm.modules() if isinstance(m, torch.fx.GraphModule))
-    assert "torch.ops.polycom.poly_norm_forward" in code and "torch.ops.polycom.poly_norm_backward" in code
+    assert "torch.ops.polycom.poly_norm.default" in code and "torch.ops.polycom.poly_norm_backward" in code
     assert torch.equal(eager, compiled)
 
 

@@ -19,6 +19,16 @@ outputs, of which the first ``keep`` are returned), ``triton`` the functions
 ``<name>_forward`` / ``<name>_backward`` of the module named by ``triton``, imported on first
 use (Triton is optional; ``triton_max_order`` bounds the coefficient count they hold).
 
+Every op is also a ``torch.library`` custom op pair, ``polycom::<name>(*args, str backend)``
+and ``polycom::<name>_backward``, registered on first use: its fake kernel is the eager closed
+form run on fake tensors (shapes and dtypes exactly as the real kernels'), and it has autograd
+(``register_autograd``), so ``torch.ops.polycom.poly_norm(x, w, b, 1e-6, "eager")`` is a
+differentiable op that passes ``torch.library.opcheck``. The autograd Function calls the
+kernels directly (no dispatcher overhead), except the ``compiled`` and ``triton`` backends while
+``torch.compile`` traces: there the graph gets the custom op, an opaque node, since neither a
+compiled function nor a Triton launch can be traced. The ``eager`` backend stays traceable, so
+Inductor fuses its closed form into the surrounding graph.
+
 Saved for backward: the op's input tensors as given (no copy) and the stats; no power,
 normalised copy or output. Higher-order gradients: the kernels' backward is a closed form
 of first derivatives only, so when a graph of the gradient is requested (``create_graph=True``:
@@ -30,6 +40,7 @@ exact to every order. The first-order path never pays for it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,12 +60,16 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class OpKernels:
-    """The closed-form kernels of one op and the backends it has (module docstring)."""
+    """The closed-form kernels of one op and the backends it has (module docstring).
+
+    ``constants``: the names of the forward's float arguments (eps); every other argument is a tensor.
+    """
 
     forward: Callable
     backward: Callable
     rows: int = 1
     saves_stats: bool = False
+    constants: tuple[str, ...] = ()
     compile_forward: Callable | None = None
     keep: int | None = None
     triton: str | None = None
@@ -83,6 +98,7 @@ class FusedOp:
             LazyCompiled(f"{self.name}_backward", k.backward),
         )
         self.function = _fused_function(self)
+        _LIBRARY_TARGETS[self.name] = self  # a re-registered op (a re-imported family) takes over its library ops
 
     def kernel(self, backend: str, direction: str) -> Callable:
         """The ``direction`` ("forward" or "backward") kernel of ``backend``; Triton's is imported here once."""
@@ -100,53 +116,158 @@ class FusedOp:
         if "triton" in self.kernels.backends:
             self.kernel("triton", "forward")
 
+    def library_ops(self):
+        """(``torch.ops.polycom.<name>``, ``torch.ops.polycom.<name>_backward``), registered on first call."""
+        return _library_ops(self)
 
-def _differentiable_backward(op: FusedOp, ctx, inputs: list, grad_y: torch.Tensor) -> list:
+    def run_forward(self, backend: str, args) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(y shaped as ``args[0]``, stats or None); the library op while a compile traces a compiled/triton call."""
+        if backend != "eager" and torch.compiler.is_compiling():
+            out = self.library_ops()[0](*args, backend)
+            return out if self.kernels.saves_stats else (out, None)
+        return self.run_kernel_forward(backend, args)
+
+    def run_kernel_forward(self, backend: str, args) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k = self.kernels
+        rows = [as_rows(a) for a in args[: k.rows]]  # (M, N) each
+        out = self.kernel(backend, "forward")(*rows, *args[k.rows:])
+        y, stats = out if k.saves_stats else (out, None)
+        return y.view(args[0].shape), stats
+
+    def run_backward(self, backend: str, grad_y, inputs: list, stats, needs_input_grad, via_library=None) -> list:
+        """The gradient of every input (None for constants and for inputs that need none).
+
+        With grad mode on (``create_graph=True``) the reference formula is differentiated under autograd,
+        so the gradient has a graph of its own and every higher derivative is exact. ``via_library``:
+        call the backward library op (default: for compiled/triton while torch.compile traces)."""
+        if torch.is_grad_enabled():
+            return _differentiable_backward(self, inputs, grad_y, needs_input_grad)
+        k = self.kernels
+        tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
+        extra = [] if stats is None else [stats]
+        if via_library is None:
+            via_library = backend != "eager" and torch.compiler.is_compiling()
+        if via_library:
+            grads = iter(self.library_ops()[1](grad_y, *tensors, *extra, backend))
+        else:
+            rows = [as_rows(a) for a in tensors[: k.rows]]
+            grads = iter(self.kernel(backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:], *extra))
+        out = []
+        for i, a in enumerate(inputs):
+            g = next(grads) if isinstance(a, torch.Tensor) else None
+            if g is not None:
+                g = g.view(a.shape) if i < k.rows else g.to(a.dtype)
+            out.append(g if needs_input_grad[i] else None)
+        return out
+
+
+def _differentiable_backward(op: FusedOp, inputs: list, grad_y: torch.Tensor, needs_input_grad) -> list:
     """Gradients of the reference formula, with their own graph: exact higher derivatives."""
-    tensors = [(i, t) for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and ctx.needs_input_grad[i + 1]]
+    wanted = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and needs_input_grad[i]]
     with torch.enable_grad():
         y = op.reference(*inputs)
-        grads = torch.autograd.grad(y, [t for _, t in tensors], grad_y, create_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(y, [inputs[i] for i in wanted], grad_y, create_graph=True, allow_unused=True)
     out = [None] * len(inputs)
-    for (i, t), g in zip(tensors, grads):
-        out[i] = torch.zeros_like(t) if g is None else g
+    for i, g in zip(wanted, grads):
+        out[i] = torch.zeros_like(inputs[i]) if g is None else g
     return out
 
 
 def _fused_function(op: FusedOp) -> type[torch.autograd.Function]:
     """The Function ``apply(backend, *args)`` running ``op``'s kernels on ``backend``."""
-    k = op.kernels
 
     def forward(ctx, backend, *args):
-        rows = [as_rows(a) for a in args[: k.rows]]  # (M, N) each
-        out = op.kernel(backend, "forward")(*rows, *args[k.rows:])
-        y, stats = out if k.saves_stats else (out, None)
+        y, stats = op.run_forward(backend, args)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         ctx.save_for_backward(*tensors, *(() if stats is None else (stats,)))
         ctx.backend = backend
         ctx.constants = [None if isinstance(a, torch.Tensor) else a for a in args]
-        return y.view(args[0].shape)
+        return y
 
     def backward(ctx, grad_y):
         saved = list(ctx.saved_tensors)
+        stats = saved.pop() if op.kernels.saves_stats else None
         tensors = iter(saved)
         inputs = [next(tensors) if c is None else c for c in ctx.constants]
-        if torch.is_grad_enabled():  # create_graph=True: the gradient itself must be differentiable
-            return (None, *_differentiable_backward(op, ctx, inputs, grad_y))
-        rows = [as_rows(a) for a in inputs[: k.rows]]
-        rest = [a for a in inputs[k.rows:] if isinstance(a, torch.Tensor)]
-        stats = saved[len(saved) - 1:] if k.saves_stats else []
-        grads = iter(op.kernel(ctx.backend, "backward")(as_rows(grad_y), *rows, *rest, *stats))
-        out = []
-        for i, a in enumerate(inputs):
-            if not isinstance(a, torch.Tensor):
-                out.append(None)
-                continue
-            g = next(grads)
-            out.append(g.view(a.shape) if i < k.rows else g.to(a.dtype))
-        return (None, *out)
+        return (None, *op.run_backward(ctx.backend, grad_y, inputs, stats, ctx.needs_input_grad[1:]))
 
     # Named after the op (PolyNormFunction, its nodes PolyNormFunctionBackward): the metaclass
     # names the backward node class when the class is created.
     name = "".join(p.title() for p in op.name.split("_")) + "Function"
     return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+# ---- torch.library registration ----
+
+_LIBRARY_TARGETS: dict[str, FusedOp] = {}  # op name -> the FusedOp its library ops run
+_LIBRARY_OPS: dict[str, tuple] = {}
+
+
+def _schemas(op: FusedOp) -> tuple[str, str]:
+    k = op.kernels
+    params = list(inspect.signature(k.forward).parameters)
+    tensors = [p for p in params if p not in k.constants]
+    forward_args = ", ".join(f"{'float' if p in k.constants else 'Tensor'} {p}" for p in params)
+    forward = f"({forward_args}, str backend) -> " + ("(Tensor, Tensor)" if k.saves_stats else "Tensor")
+    backward_args = ["Tensor grad_y", *(f"Tensor {p}" for p in tensors), *(["Tensor stats"] if k.saves_stats else [])]
+    backward = f"({', '.join(backward_args)}, str backend) -> ({', '.join(['Tensor'] * len(tensors))})"
+    return forward, backward
+
+
+def _library_ops(op: FusedOp):
+    name = op.name
+    if name in _LIBRARY_OPS:
+        return _LIBRARY_OPS[name]
+    forward_schema, backward_schema = _schemas(op)
+    target = lambda: _LIBRARY_TARGETS[name]  # noqa: E731
+
+    def forward_impl(*args):
+        *args, backend = args
+        y, stats = target().run_kernel_forward(backend, args)
+        return y if stats is None else (y, stats)
+
+    def forward_fake(*args):
+        *args, _ = args
+        y, stats = target().run_kernel_forward("eager", args)  # the closed form on fake tensors: exact shapes and dtypes
+        return y if stats is None else (y, stats)
+
+    def backward_impl(*args, fake=False):
+        *args, backend = args
+        fused = target()
+        k = fused.kernels
+        grad_y, tensors = args[0], list(args[1:])
+        stats = tensors.pop() if k.saves_stats else None
+        rows = [as_rows(a) for a in tensors[: k.rows]]
+        grads = fused.kernel("eager" if fake else backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:],
+                                                                       *([] if stats is None else [stats]))
+        # Library ops may return neither views of their inputs nor of one another: the coefficient
+        # gradients of a Triton kernel are slices of one reduction buffer, so each gets its own copy.
+        return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, tensors)))
+
+    forward_op = torch.library.custom_op(f"polycom::{name}", forward_impl, mutates_args=(), schema=forward_schema)
+    forward_op.register_fake(forward_fake)
+    backward_op = torch.library.custom_op(f"polycom::{name}_backward", backward_impl, mutates_args=(),
+                                          schema=backward_schema)
+    backward_op.register_fake(lambda *args: backward_impl(*args, fake=True))
+
+    def setup_context(ctx, inputs, output):
+        *args, backend = inputs
+        stats = output[1] if target().kernels.saves_stats else None
+        if stats is not None:
+            ctx.mark_non_differentiable(stats)
+        ctx.save_for_backward(*(a for a in args if isinstance(a, torch.Tensor)), *(() if stats is None else (stats,)))
+        ctx.backend, ctx.constants = backend, [None if isinstance(a, torch.Tensor) else a for a in args]
+
+    def autograd_backward(ctx, grad_y, *_grad_stats):
+        fused = target()
+        saved = list(ctx.saved_tensors)
+        stats = saved.pop() if fused.kernels.saves_stats else None
+        tensors = iter(saved)
+        inputs = [next(tensors) if c is None else c for c in ctx.constants]
+        # The raw op's backward is the backward op: traceable by AOTAutograd whatever the backend.
+        return (*fused.run_backward(ctx.backend, grad_y, inputs, stats, ctx.needs_input_grad[:-1], via_library=True),
+                None)
+
+    forward_op.register_autograd(autograd_backward, setup_context=setup_context)
+    _LIBRARY_OPS[name] = (forward_op, backward_op)
+    return forward_op, backward_op

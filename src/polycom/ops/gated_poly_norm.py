@@ -36,6 +36,7 @@ KERNELS = OpKernels(
     backward=gated_poly_norm_backward,
     rows=2,
     saves_stats=True,
+    constants=("eps",),
     compile_forward=gated_poly_norm_forward_parts,  # t as an extra output, as poly_norm.KERNELS
     keep=2,
     triton="polycom.ops.triton_ops",
