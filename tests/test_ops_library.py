@@ -11,7 +11,7 @@ WIDTHS = [1, 7, 513, 13824]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-def _args(name, width, dtype, rows=2):
+def _args(name, width, dtype, rows=3):
     """Arguments of op ``name`` (tensors requiring grad, so opcheck also checks the autograd registration)."""
     g = torch.Generator().manual_seed(width)
     x = lambda: torch.randn(rows, width, generator=g).to(dtype).requires_grad_(True)  # noqa: E731
@@ -25,10 +25,14 @@ def _args(name, width, dtype, rows=2):
         "tropical": lambda: (x(), torch.tensor([0.0, -0.5, -2.0, -4.5], requires_grad=True)),
         "tropical_rational": lambda: (x(), torch.tensor([0.0, -0.5, -2.0], requires_grad=True),
                                       torch.tensor([-1.0, -2.0, -4.0], requires_grad=True)),
+        # 3 experts, the last one without rows
+        "grouped_poly_norm": lambda: (x(), coef((3, 3)), coef((3, 1)), torch.arange(rows) % 2, 1e-6),
+        "grouped_gated_poly_norm": lambda: (x(), x(), coef((3, 3)), coef((3, 1)), torch.arange(rows) % 2, 1e-6),
     }[name]()
 
 
-OPS = ["poly_norm", "poly_relu", "gated_poly_norm", "hermite", "fourier", "tropical", "tropical_rational"]
+OPS = ["poly_norm", "poly_relu", "gated_poly_norm", "hermite", "fourier", "tropical", "tropical_rational",
+       "grouped_poly_norm", "grouped_gated_poly_norm"]
 
 
 def _cases():
@@ -60,9 +64,9 @@ def test_raw_library_op_has_autograd_and_matches_the_reference(name):
     op = dispatch.registered_op(name)
     forward_op, _ = op.library_ops()
     assert getattr(torch.ops.polycom, name).default is not None
-    args = [a.detach().double().requires_grad_(True) if isinstance(a, torch.Tensor) else a
+    args = [a.detach().double().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
             for a in _args(name, 9, torch.float64, rows=3)]
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
     results = []
     for fn in (lambda *a: op.reference(*a), lambda *a: forward_op(*a, "eager")):
         y = fn(*args)

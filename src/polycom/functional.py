@@ -14,6 +14,7 @@ from .activations.baselines import geglu, relu2, swiglu
 from .activations.fixed_polynomials import fixed_polynomial
 from .activations.gated_polynorm import gated_poly_norm
 from .activations.general import poly_com
+from .activations.grouped_polynorm import grouped_gated_poly_norm, grouped_poly_norm
 from .activations.polynorm import poly_norm
 from .activations.polyrelu import poly_relu
 
@@ -22,6 +23,8 @@ __all__ = [
     "poly_norm",
     "poly_com",
     "gated_poly_norm",
+    "grouped_poly_norm",
+    "grouped_gated_poly_norm",
     "relu2",
     "swiglu",
     "geglu",

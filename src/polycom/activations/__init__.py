@@ -17,6 +17,7 @@ from . import tropical  # noqa: F401 - registers
 from . import fitting  # noqa: F401
 from . import mu_layer  # noqa: F401 - registers
 from . import af_kan  # noqa: F401 - registers
+from . import grouped_polynorm  # noqa: F401 - registers
 from .baselines import GEGLU, ReLU2, SwiGLU
 from .coefficients import PolyCoefficients
 from .fitting import fit

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..activations import GatedPolyNorm, PolyNorm
+from ..activations.grouped_polynorm import grouped_gated_poly_norm, grouped_poly_norm
 from ..registry import activation_info
 from .config import MoEConfig
 from .grouped import ExpertGroups, grouped_linear
@@ -94,8 +96,12 @@ class Router(nn.Module):
 class ExpertActivations(nn.Module):
     """One activation module per expert (Motif's per-expert coefficients).
 
-    ``forward(h, [up,] counts)``: h holds the experts' groups one after another
-    (sizes ``counts``); each group goes through its own expert's module.
+    ``forward(h, [up,] groups)``: h holds the experts' groups one after another
+    (``groups.counts`` rows each, ``groups.expert`` the expert of each row). PolyNorm and
+    gated PolyNorm experts run as one grouped op (each row with its expert's coefficients, one
+    kernel launch for all experts; ``activations/grouped_polynorm.py``); any other activation
+    runs per expert group. The state dict holds one module per expert either way
+    (``experts.<e>.weight``).
     """
 
     def __init__(self, activation: str, num_experts: int, activation_kwargs: dict | None = None):
@@ -103,12 +109,21 @@ class ExpertActivations(nn.Module):
         info = activation_info(activation)
         self.gated = info.gated
         self.experts = nn.ModuleList(info.build(**(activation_kwargs or {})) for _ in range(num_experts))
+        first = self.experts[0]
+        self.grouped = type(first) in (PolyNorm, GatedPolyNorm)  # exactly these: a subclass may change forward
 
     def forward(self, h: torch.Tensor, *rest):
-        *up, counts = rest
+        *up, groups = rest
+        if self.grouped:
+            first = self.experts[0]
+            weight = torch.stack([act.weight for act in self.experts])  # (E, r)
+            bias = torch.stack([act.bias for act in self.experts])  # (E, 1)
+            if self.gated:
+                return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, first.eps, first.implementation)
+            return grouped_poly_norm(h, weight, bias, groups.expert, first.eps, first.implementation)
         # A loop over experts (not tokens): each expert has its own coefficients.
-        h_groups = h.split(counts)
-        up_groups = up[0].split(counts) if up else [None] * len(counts)
+        h_groups = h.split(groups.counts)
+        up_groups = up[0].split(groups.counts) if up else [None] * len(groups.counts)
         outs = [
             (act(hg, ug) if self.gated else act(hg)) if hg.shape[0] else hg
             for act, hg, ug in zip(self.experts, h_groups, up_groups)
@@ -153,7 +168,7 @@ class MoE(nn.Module):
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def _activate(self, xs: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
-        extra = (groups.counts,) if isinstance(self.act, ExpertActivations) else ()
+        extra = (groups,) if isinstance(self.act, ExpertActivations) else ()
         inputs = [grouped_linear(xs, getattr(self, name), groups) for name in self._inputs]  # each (M, h)
         return self.act(*inputs, *extra)
 

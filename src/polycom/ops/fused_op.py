@@ -10,8 +10,9 @@ coefficient tensors and constants (eps) in the op's own order.
 - ``forward(*rows2d, *rest) -> y2d``, or ``(y2d, stats)`` when ``saves_stats`` (PolyNorm's r
   inverse RMS values per row, float32);
 - ``backward(grad_y2d, *rows2d, *rest_tensors[, stats]) -> (grad of each row tensor, grad of
-  each rest tensor)``: constants are not passed; coefficient gradients may be float32, they
-  are cast to each coefficient's dtype here.
+  each rest tensor but the index tensors)``: constants are not passed; coefficient gradients may
+  be float32, they are cast to each coefficient's dtype here. Index tensors (``indices``, e.g.
+  the grouped ops' row -> expert map) are integer inputs that take no gradient.
 
 Backends: ``eager`` is the closed form itself, ``compiled`` its ``torch.compile``
 (``compiled.LazyCompiled``; ``compile_forward`` lets a forward compile a variant with extra
@@ -62,7 +63,8 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 class OpKernels:
     """The closed-form kernels of one op and the backends it has (module docstring).
 
-    ``constants``: the names of the forward's float arguments (eps); every other argument is a tensor.
+    ``constants``: the names of the forward's float arguments (eps); ``indices``: those of its integer
+    tensors (no gradient); every other argument is a differentiable tensor.
     """
 
     forward: Callable
@@ -70,6 +72,7 @@ class OpKernels:
     rows: int = 1
     saves_stats: bool = False
     constants: tuple[str, ...] = ()
+    indices: tuple[str, ...] = ()
     compile_forward: Callable | None = None
     keep: int | None = None
     triton: str | None = None
@@ -78,6 +81,14 @@ class OpKernels:
     @property
     def backends(self) -> tuple[str, ...]:
         return ("eager", "compiled") + (("triton",) if self.triton else ())
+
+    @property
+    def arguments(self) -> list[str]:
+        return list(inspect.signature(self.forward).parameters)
+
+    def differentiable(self, args) -> list[bool]:
+        """Per argument: True for the tensors that get a gradient from the backward kernel."""
+        return [isinstance(a, torch.Tensor) and name not in self.indices for name, a in zip(self.arguments, args)]
 
 
 @dataclass
@@ -153,8 +164,8 @@ class FusedOp:
             rows = [as_rows(a) for a in tensors[: k.rows]]
             grads = iter(self.kernel(backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:], *extra))
         out = []
-        for i, a in enumerate(inputs):
-            g = next(grads) if isinstance(a, torch.Tensor) else None
+        for i, (a, has_grad) in enumerate(zip(inputs, k.differentiable(inputs))):
+            g = next(grads) if has_grad else None
             if g is not None:
                 g = g.view(a.shape) if i < k.rows else g.to(a.dtype)
             out.append(g if needs_input_grad[i] else None)
@@ -205,12 +216,13 @@ _LIBRARY_OPS: dict[str, tuple] = {}
 
 def _schemas(op: FusedOp) -> tuple[str, str]:
     k = op.kernels
-    params = list(inspect.signature(k.forward).parameters)
+    params = k.arguments
     tensors = [p for p in params if p not in k.constants]
     forward_args = ", ".join(f"{'float' if p in k.constants else 'Tensor'} {p}" for p in params)
     forward = f"({forward_args}, str backend) -> " + ("(Tensor, Tensor)" if k.saves_stats else "Tensor")
     backward_args = ["Tensor grad_y", *(f"Tensor {p}" for p in tensors), *(["Tensor stats"] if k.saves_stats else [])]
-    backward = f"({', '.join(backward_args)}, str backend) -> ({', '.join(['Tensor'] * len(tensors))})"
+    n_grads = len([p for p in tensors if p not in k.indices])
+    backward = f"({', '.join(backward_args)}, str backend) -> ({', '.join(['Tensor'] * n_grads)})"
     return forward, backward
 
 
@@ -242,7 +254,9 @@ def _library_ops(op: FusedOp):
                                                                        *([] if stats is None else [stats]))
         # Library ops may return neither views of their inputs nor of one another: the coefficient
         # gradients of a Triton kernel are slices of one reduction buffer, so each gets its own copy.
-        return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, tensors)))
+        names = [p for p in k.arguments if p not in k.constants]  # the schema's tensor arguments, in order
+        targets = [t for t, name in zip(tensors, names) if name not in k.indices]
+        return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
 
     forward_op = torch.library.custom_op(f"polycom::{name}", forward_impl, mutates_args=(), schema=forward_schema)
     forward_op.register_fake(forward_fake)

@@ -9,14 +9,14 @@ rounded once to the output dtype, as the reference does.
 from __future__ import annotations
 
 from .fused_op import OpKernels
-from .poly_norm import TRITON_MAX_ORDER, _combine, _poly_norm_grads, _saved_powers, _scaled_combine, _scaled_stats, _up
+from .poly_norm import TRITON_MAX_ORDER, _combine, _saved_powers, _scaled_combine, _scaled_stats, _up, poly_norm_row_grads
 
 __all__ = ["gated_poly_norm_forward_parts", "gated_poly_norm_forward", "gated_poly_norm_backward", "KERNELS"]
 
 
 def gated_poly_norm_forward_parts(gate, up, weight, bias, eps):
     """(y, inv_rms, t), as ``poly_norm_forward_parts``."""
-    u, t, inv_rms = _scaled_stats(_up(gate), weight.shape[0], eps)
+    u, t, inv_rms = _scaled_stats(_up(gate), weight.shape[-1], eps)
     return (_scaled_combine(u, t, weight, bias) * _up(up)).to(gate.dtype), inv_rms, t
 
 
@@ -27,8 +27,8 @@ def gated_poly_norm_forward(gate, up, weight, bias, eps):
 def gated_poly_norm_backward(grad_y, gate, up, weight, bias, inv_rms):
     gf, uf, gyf = _up(gate), _up(up), _up(grad_y)
     act = _combine(_saved_powers(gf, inv_rms)[2], weight, bias)  # recomputed: never saved
-    grad_gate, grad_w, grad_b = _poly_norm_grads(gyf * uf, gf, weight, inv_rms)
-    return grad_gate.to(gate.dtype), (gyf * act).to(up.dtype), grad_w, grad_b
+    grad_gate, d, g_rows = poly_norm_row_grads(gyf * uf, gf, weight, inv_rms)
+    return grad_gate.to(gate.dtype), (gyf * act).to(up.dtype), d.sum(0), g_rows.sum().reshape(1)
 
 
 KERNELS = OpKernels(

@@ -39,7 +39,8 @@ import torch
 from ..reference import compute_dtype
 from .fused_op import OpKernels
 
-__all__ = ["poly_norm_forward_parts", "poly_norm_forward", "poly_norm_backward", "KERNELS", "TRITON_MAX_ORDER"]
+__all__ = ["poly_norm_forward_parts", "poly_norm_forward", "poly_norm_backward", "poly_norm_row_grads", "KERNELS",
+           "TRITON_MAX_ORDER"]
 
 # The Triton kernels hold the coefficients a_1..a_4 in registers (triton_utils); a higher
 # order would silently drop terms, so such calls never reach them.
@@ -63,9 +64,11 @@ def _scaled_stats(xf: torch.Tensor, order: int, eps: float) -> tuple[torch.Tenso
 
 
 def _scaled_combine(u: torch.Tensor, t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """a_0 + sum_i a_i t_i u^i by Horner's rule in u, with per-row coefficients c_i = a_i t_i."""
+    """a_0 + sum_i a_i t_i u^i by Horner's rule in u, with per-row coefficients c_i = a_i t_i.
+
+    ``weight`` (r,) and ``bias`` (1,), or one row of each per row of u: (M, r) and (M, 1)."""
     r = t.shape[-1]
-    c = t * weight.to(t.dtype).flip(0)  # (M, r): column i-1 holds a_i t_i (weight[0] is a_r)
+    c = t * weight.to(t.dtype).flip(-1)  # (M, r): column i-1 holds a_i t_i (weight[..., 0] is a_r)
     y = c[:, r - 1 : r]
     for i in range(r - 1, 0, -1):
         y = y * u + c[:, i - 1 : i]
@@ -87,12 +90,16 @@ def _saved_powers(xf: torch.Tensor, inv_rms: torch.Tensor) -> tuple[torch.Tensor
     return v, rho, normed
 
 
+def _coefficient(w: torch.Tensor, i: int) -> torch.Tensor:
+    """a_i of ``w`` in the weight layout, (1,) for shared coefficients or (M, 1) for one row each."""
+    return w[..., w.shape[-1] - i, None]
+
+
 def _combine(terms: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    r = len(terms)
     w = weight.to(terms[0].dtype)
-    y = bias.to(terms[0].dtype) + w[r - 1] * terms[0]
-    for i in range(2, r + 1):
-        y = y + w[r - i] * terms[i - 1]
+    y = bias.to(terms[0].dtype) + _coefficient(w, 1) * terms[0]
+    for i in range(2, len(terms) + 1):
+        y = y + _coefficient(w, i) * terms[i - 1]
     return y
 
 
@@ -101,9 +108,9 @@ def _up(t: torch.Tensor) -> torch.Tensor:
 
 
 def poly_norm_forward_parts(x, weight, bias, eps):
-    """(y, inv_rms, t): the forward and its per-row scales t_i (see ``kernel_sets``: compiled with t
+    """(y, inv_rms, t): the forward and its per-row scales t_i (see ``KERNELS``: compiled with t
     as an output, Inductor reads t from memory instead of recomputing r rsqrt per element)."""
-    u, t, inv_rms = _scaled_stats(_up(x), weight.shape[0], eps)
+    u, t, inv_rms = _scaled_stats(_up(x), weight.shape[-1], eps)
     return _scaled_combine(u, t, weight, bias).to(x.dtype), inv_rms, t
 
 
@@ -111,30 +118,32 @@ def poly_norm_forward(x, weight, bias, eps):
     return poly_norm_forward_parts(x, weight, bias, eps)[:2]
 
 
-def _poly_norm_grads(gf, xf, weight, inv_rms):
-    """(grad_x float32, grad_weight, grad_bias) of PolyNorm for float32 g and x."""
-    r, n = weight.shape[0], xf.shape[-1]
+def poly_norm_row_grads(gf, xf, weight, inv_rms):
+    """(grad_x, dL/dweight per row (M, r) in the weight layout, dL/dbias per row (M, 1)) for float32 g, x.
+
+    ``weight`` (r,), or (M, r) with one row of coefficients per row of x."""
+    r, n = weight.shape[-1], xf.shape[-1]
     w = weight.to(xf.dtype)
     v, rho, normed = _saved_powers(xf, inv_rms)
     grad_x = torch.zeros_like(xf)  # dL/dx / inv_1, accumulated over i
-    grad_w = []  # a_1 .. a_r, reversed into the weight layout at the end
+    d = []  # d_i per row for a_1 .. a_r, reversed into the weight layout at the end
     v_below = torch.ones_like(xf)  # v^(i-1)
     for i in range(1, r + 1):
         d_i = (gf * normed[i - 1]).sum(-1, keepdim=True)  # (M, 1)
-        grad_w.append(d_i.sum())
+        d.append(d_i)
         inner = gf - (d_i / n) * normed[i - 1]
-        grad_x = grad_x + (w[r - i] * i) * rho[i - 1] * v_below * inner
+        grad_x = grad_x + (_coefficient(w, i) * i) * rho[i - 1] * v_below * inner
         v_below = v_below * v
     grad_x = grad_x * inv_rms[:, :1]
-    # Bias gradient as a sum of row sums: Inductor then computes it in the same loop over each
-    # row as the d_i, where a sum over the whole tensor costs a separate pass over g (CPU,
+    # Bias gradient as row sums: Inductor then computes it in the same loop over each row as
+    # the d_i, where a sum over the whole tensor costs a separate pass over g (CPU,
     # 4096 x 4096 fp32: 30.5 ms instead of 33.0 ms for the backward).
-    return grad_x, torch.stack(grad_w[::-1]), gf.sum(-1).sum().reshape(1)
+    return grad_x, torch.cat(d[::-1], dim=-1), gf.sum(-1, keepdim=True)
 
 
 def poly_norm_backward(grad_y, x, weight, bias, inv_rms):
-    grad_x, grad_w, grad_b = _poly_norm_grads(_up(grad_y), _up(x), weight, inv_rms)
-    return grad_x.to(x.dtype), grad_w, grad_b
+    grad_x, d, g_rows = poly_norm_row_grads(_up(grad_y), _up(x), weight, inv_rms)
+    return grad_x.to(x.dtype), d.sum(0), g_rows.sum().reshape(1)
 
 
 KERNELS = OpKernels(

@@ -54,6 +54,10 @@ __all__ = [
     "poly_norm_backward_triton",
     "gated_poly_norm_forward_triton",
     "gated_poly_norm_backward_triton",
+    "grouped_poly_norm_forward_triton",
+    "grouped_poly_norm_backward_triton",
+    "grouped_gated_poly_norm_forward_triton",
+    "grouped_gated_poly_norm_backward_triton",
 ]
 
 
@@ -350,15 +354,25 @@ def _bwd_row(
 # near the SM count, so that only P rows are in flight: a chunked row is read twice (stats,
 # then output), and the second read hits L2 only while P * (row bytes) fits in it.
 @triton.jit
+def _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER: tl.constexpr, GROUPED: tl.constexpr):
+    """Pointers to the coefficients of ``row``: shared, or those of its expert (weight (E, r), bias (E, 1))."""
+    if GROUPED:
+        e = tl.load(e_ptr + row)
+        return w_ptr + e * ORDER, b_ptr + e
+    return w_ptr, b_ptr
+
+
+@triton.jit
 def _fwd_kernel(
-    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, M, N, eps,
+    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, M, N, eps,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr,
+    VEC: tl.constexpr, GROUPED: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
     while row < M:
+        w_row, b_row = _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER, GROUPED)
         _fwd_row(
-            row, x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
+            row, x_ptr, up_ptr, y_ptr, inv_ptr, w_row, b_row, N, eps,
             ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
         )
         row += tl.num_programs(0)
@@ -366,14 +380,15 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, M, N,
+    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, gx_ptr, gup_ptr, part_ptr, M, N,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr,
+    VEC: tl.constexpr, GROUPED: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
     while row < M:
+        w_row, b_row = _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER, GROUPED)
         _bwd_row(
-            row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
+            row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_row, b_row, gx_ptr, gup_ptr, part_ptr, N,
             ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
         )
         row += tl.num_programs(0)
@@ -385,10 +400,10 @@ def _row_shape(x, name):
     return x.shape
 
 
-def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None):
-    check_launch(name, x, weight, bias, *([] if up is None else [up]))
+def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None, row_expert=None):
+    check_launch(name, x, weight, bias, *([] if up is None else [up]), *([] if row_expert is None else [row_expert]))
     m, n = _row_shape(x, name)
-    order = weight.numel()
+    order = weight.shape[-1]
     y = torch.empty_like(x)
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
@@ -396,18 +411,19 @@ def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None)
     if cfg is None:
         cfg = row_launch_config(n, x.element_size(), "fwd" if up is None else "gated_fwd", block_size)
     _fwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
-        x, x if up is None else up, y, inv_rms, weight, bias, m, n, float(eps),
+        x, x if up is None else up, y, inv_rms, weight, bias, x if row_expert is None else row_expert, m, n, float(eps),
         ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
-        VEC=min(cfg.block, 16 // x.element_size()),
+        VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
         num_warps=cfg.warps,
     )
     return y, inv_rms
 
 
-def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None):
-    check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]))
+def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None, row_expert=None):
+    check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]),
+                 *([] if row_expert is None else [bias, row_expert]))
     m, n = _row_shape(x, name)
-    order = weight.numel()
+    order = weight.shape[-1]
     grad_x = torch.empty_like(x)
     grad_up = None if up is None else torch.empty_like(up)
     partials = torch.empty((m, order + 1), dtype=torch.float32, device=x.device)  # per row: grad_w, grad_b
@@ -418,11 +434,14 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, na
             cfg = row_launch_config(n, x.element_size(), "bwd" if up is None else "gated_bwd", block_size)
         _bwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
             grad_y.contiguous(), x, x if up is None else up, inv_rms.contiguous(), weight, weight if bias is None else bias,
-            grad_x, grad_x if up is None else grad_up, partials, m, n,
+            x if row_expert is None else row_expert, grad_x, grad_x if up is None else grad_up, partials, m, n,
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
-            VEC=min(cfg.block, 16 // x.element_size()),
+            VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
             num_warps=cfg.warps,
         )
+    if row_expert is not None:  # per expert: (E, r + 1) sums of its rows' partials
+        sums = partials.new_zeros((weight.shape[0], order + 1)).index_add_(0, row_expert, partials)
+        return grad_x, grad_up, sums[:, :order], sums[:, order:]
     sums = partials.sum(dim=0)  # deterministic: fixed-order reduction over rows
     return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]
 
@@ -458,3 +477,31 @@ def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, 
         grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
         "gated_poly_norm_backward_triton",
     )
+
+
+def grouped_poly_norm_forward_triton(x, weight, bias, row_expert, eps=1e-6, *, block_size=None, max_programs=None):
+    """Grouped PolyNorm forward: row m uses expert ``row_expert[m]``'s coefficients (weight (E, r), bias (E, 1))."""
+    return _forward(x, None, weight, bias, eps, block_size, max_programs, "grouped_poly_norm_forward_triton",
+                    row_expert=row_expert)
+
+
+def grouped_poly_norm_backward_triton(grad_y, x, weight, bias, row_expert, inv_rms, *, block_size=None,
+                                      max_programs=None):
+    """Grouped PolyNorm backward: (grad_x, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
+    grad_x, _, grad_w, grad_b = _backward(grad_y, x, None, weight, bias, inv_rms, block_size, max_programs,
+                                          "grouped_poly_norm_backward_triton", row_expert=row_expert)
+    return grad_x, grad_w, grad_b
+
+
+def grouped_gated_poly_norm_forward_triton(gate, up, weight, bias, row_expert, eps=1e-6, *, block_size=None,
+                                           max_programs=None):
+    """Grouped gated PolyNorm forward, PolyNorm_e(gate) * up with row m's expert e = ``row_expert[m]``."""
+    return _forward(gate, up.contiguous(), weight, bias, eps, block_size, max_programs,
+                    "grouped_gated_poly_norm_forward_triton", row_expert=row_expert)
+
+
+def grouped_gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, row_expert, inv_rms, *, block_size=None,
+                                            max_programs=None):
+    """Grouped gated PolyNorm backward: (grad_gate, grad_up, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
+    return _backward(grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
+                     "grouped_gated_poly_norm_backward_triton", row_expert=row_expert)
