@@ -15,8 +15,11 @@ from ..ops import gated_poly_norm as gated_poly_norm_op
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor, check_same_shape
+from dataclasses import asdict
+
 from .coefficients import PolyCoefficients
-from .polynorm import poly_norm_reference
+from .polynorm import bounds_repr, poly_norm_reference
+from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, apply_bounds
 
 __all__ = ["gated_poly_norm_reference", "gated_poly_norm", "GatedPolyNorm"]
 
@@ -40,13 +43,15 @@ def gated_poly_norm(
     bias: torch.Tensor,
     eps: float = 1e-6,
     implementation: str = "auto",
+    bounds: PolyNormBounds | None = None,
 ) -> torch.Tensor:
-    """Gated PolyNorm: ``PolyNorm(gate) * up``."""
+    """Gated PolyNorm: ``PolyNorm(gate) * up``; ``bounds`` as ``poly_norm``'s (Motif's bounded form)."""
     check_float_tensor(gate, "gate")
     check_float_tensor(up, "up")
     check_same_shape(gate, up, "gate", "up")
     check_coefficients(weight, bias, gate)
     check_eps(eps)
+    gate, weight, bias = apply_bounds(bounds, gate, weight, bias)
     return dispatch.call("gated_poly_norm", implementation, gate, up, weight, bias, eps, order=weight.numel())
 
 
@@ -59,17 +64,27 @@ class GatedPolyNorm(PolyCoefficients):
 
     gated = True
 
-    def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None):
+    def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None, *,
+                 sigmoid_coefficients: bool = False, bias_bound: float | None = None, output_scale: float = 1.0,
+                 input_bound: float | None = None):
         check_eps(eps)
+        self.bounds = PolyNormBounds(sigmoid_coefficients, bias_bound, output_scale, input_bound)
         super().__init__(order, device=device, dtype=dtype)
         self.eps = float(eps)
         self.implementation = implementation
 
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight.fill_(self.bounds.initial_weight(self.order))
+
     def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return gated_poly_norm(gate, up, self.weight, self.bias, self.eps, self.implementation)
+        return gated_poly_norm(gate, up, self.weight, self.bias, self.eps, self.implementation, self.bounds)
 
     def extra_repr(self) -> str:
         s = f"order={self.order}, eps={self.eps:g}"
+        if not self.bounds.is_paper:
+            s += f", {bounds_repr(self.bounds)}"
         return s + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
 
 
@@ -78,3 +93,6 @@ register_activation("gated_polynorm", GatedPolyNorm, gated=True, description="Po
                     paper="Motif's models (GLU-style PolyNorm); PolyNorm: Zhuo et al., ICLR 2025")
 register_activation("pnglu", GatedPolyNorm, gated=True, description="PolyNorm of order 2 (gate) * up (Swiss AI PNGLU)",
                     paper="Swiss AI's PNGLU; PolyNorm: Zhuo et al., ICLR 2025", default_kwargs={"order": 2})
+register_activation("motif_gated_polynorm", GatedPolyNorm, gated=True, default_kwargs=asdict(MOTIF_BOUNDS),
+                    description="Motif's bounded PolyNorm (motif_polynorm) of the gate * up",
+                    paper="Motif Technologies' PolyNorm models; PolyNorm: Zhuo et al., ICLR 2025")

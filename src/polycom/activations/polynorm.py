@@ -7,6 +7,8 @@ formula, functional form, module and registry entry; its fast paths are the op o
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 from ..ops import dispatch
@@ -15,8 +17,9 @@ from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor
 from .general import PAPER, PolyCom
+from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, apply_bounds
 
-__all__ = ["normalized_powers", "poly_norm_reference", "poly_norm", "PolyNorm"]
+__all__ = ["normalized_powers", "poly_norm_reference", "poly_norm", "PolyNorm", "bounds_repr"]
 
 
 def _row_scale(x: torch.Tensor) -> torch.Tensor:
@@ -69,11 +72,15 @@ def poly_norm(
     bias: torch.Tensor,
     eps: float = 1e-6,
     implementation: str = "auto",
+    bounds: PolyNormBounds | None = None,
 ) -> torch.Tensor:
-    """PolyNorm: ``bias + sum_i weight[r-i] * N(x^i)``, N = RMS norm over the last dim."""
+    """PolyNorm: ``bias + sum_i weight[r-i] * N(x^i)``, N = RMS norm over the last dim.
+
+    ``bounds``: Motif's bounded form (``polynorm_bounds.py``); None is the paper's PolyNorm."""
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
     check_eps(eps)
+    x, weight, bias = apply_bounds(bounds, x, weight, bias)
     return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
 
 
@@ -81,17 +88,39 @@ class PolyNorm(PolyCom):
     """PolyNorm: ``a_0 + sum_{i=1..r} a_i * N(x^i)`` with N the RMS norm over the last dim.
 
     N(z) = z * rsqrt(mean(z^2, -1) + eps), without gain, per row: PolyNorm must
-    see each token's whole hidden vector.
+    see each token's whole hidden vector. ``sigmoid_coefficients``, ``bias_bound``,
+    ``output_scale``, ``input_bound``: Motif's bounded PolyNorm (``polynorm_bounds.py``; the
+    defaults are the paper's, ``polycom.get_activation("motif_polynorm")`` sets Motif's values).
     """
 
-    def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None):
+    def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None, *,
+                 sigmoid_coefficients: bool = False, bias_bound: float | None = None, output_scale: float = 1.0,
+                 input_bound: float | None = None):
+        self.bounds = PolyNormBounds(sigmoid_coefficients, bias_bound, output_scale, input_bound)
         super().__init__("rmsnorm", order, "II", eps, implementation, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight.fill_(self.bounds.initial_weight(self.order))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return poly_norm(x, self.weight, self.bias, self.eps, self.implementation, self.bounds)
 
     def extra_repr(self) -> str:
         s = f"order={self.order}, eps={self.eps:g}"
+        if not self.bounds.is_paper:
+            s += f", {bounds_repr(self.bounds)}"
         return s + (f", implementation={self.implementation}" if self.implementation != "auto" else "")
+
+
+def bounds_repr(bounds: PolyNormBounds) -> str:
+    return ", ".join(f"{k}={v}" for k, v in asdict(bounds).items() if v != getattr(PolyNormBounds(), k))
 
 
 dispatch.register_op("poly_norm", reference=poly_norm_reference, kernels=poly_norm_op.KERNELS)
 register_activation("polynorm", PolyNorm, description="a0 + sum_i a_i N(x^i), N = RMS norm (PolyCom Type II)",
                     paper=PAPER)
+register_activation("motif_polynorm", PolyNorm, default_kwargs=asdict(MOTIF_BOUNDS),
+                    description="0.5 (clamp(a0, +-0.5) + sum_i sigmoid(w_i) N(clamp(x, +-1e6)^i)) (Motif's bounded PolyNorm)",
+                    paper="Motif Technologies' PolyNorm models; PolyNorm: Zhuo et al., ICLR 2025")

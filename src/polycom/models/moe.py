@@ -118,9 +118,10 @@ class ExpertActivations(nn.Module):
             first = self.experts[0]
             weight = torch.stack([act.weight for act in self.experts])  # (E, r)
             bias = torch.stack([act.bias for act in self.experts])  # (E, 1)
+            options = (first.eps, first.implementation, first.bounds)  # one construction for every expert
             if self.gated:
-                return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, first.eps, first.implementation)
-            return grouped_poly_norm(h, weight, bias, groups.expert, first.eps, first.implementation)
+                return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, *options)
+            return grouped_poly_norm(h, weight, bias, groups.expert, *options)
         # A loop over experts (not tokens): each expert has its own coefficients.
         h_groups = h.split(groups.counts)
         up_groups = up[0].split(groups.counts) if up else [None] * len(groups.counts)
