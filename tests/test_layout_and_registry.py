@@ -85,7 +85,7 @@ def test_registry_returns_fresh_modules():
 def test_registry_gated_flags_and_kwargs():
     assert polycom.activation_info("swiglu").gated and polycom.activation_info("gated_polynorm").gated
     assert not polycom.activation_info("polynorm").gated and not polycom.activation_info("gelu").gated
-    assert set(polycom.list_activations(gated=True)) == {"swiglu", "geglu", "gated_polynorm", "pnglu"}
+    assert set(polycom.list_activations(gated=True)) == {"swiglu", "geglu", "gated_polynorm", "pnglu", "motif_gated_polynorm"}
     assert polycom.get_activation("polynorm", order=2).weight.shape == (2,)
     assert polycom.get_activation("pnglu").order == 2
     assert polycom.get_activation("gelu_tanh").approximate == "tanh"

@@ -28,17 +28,21 @@ def _case(dtype, seed=0):
     return x.to(dtype), logits, bias
 
 
+def _motif(name, impl, logits, bias):
+    act = polycom.get_activation(name, implementation=impl)
+    with torch.no_grad():
+        act.weight.copy_(logits)
+        act.bias.copy_(bias)
+    return act
+
+
 @pytest.mark.parametrize("impl", ["reference", "eager", "compiled", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_motif_polynorm_equals_the_formula_on_every_path(impl, dtype):
     x, logits, bias = _case(dtype)
     if impl not in available_implementations(x):
         pytest.skip(f"{impl} unavailable here")
-    act = polycom.get_activation("motif_polynorm", implementation=impl)
-    with torch.no_grad():
-        act.weight.copy_(logits)
-        act.bias.copy_(bias)
-    y = act(x)
+    y = _motif("motif_polynorm", impl, logits, bias)(x)
     want = naive_motif(x, logits, bias)
     assert y.dtype == dtype
     torch.testing.assert_close(y.double(), want.to(dtype).double(), **TOL[dtype])
@@ -74,10 +78,7 @@ def test_motif_gated_polynorm_equals_the_formula(impl):
     up = torch.randn(gate.shape, generator=torch.Generator().manual_seed(3))
     if impl not in available_implementations(gate):
         pytest.skip(f"{impl} unavailable here")
-    act = polycom.get_activation("motif_gated_polynorm", implementation=impl)
-    with torch.no_grad():
-        act.weight.copy_(logits)
-        act.bias.copy_(bias)
+    act = _motif("motif_gated_polynorm", impl, logits, bias)
     torch.testing.assert_close(act(gate, up).double(), naive_motif(gate, logits, bias) * up.double(),
                                rtol=2e-5, atol=2e-5)
 

@@ -21,7 +21,7 @@ outputs, of which the first ``keep`` are returned), ``triton`` the functions
 use (Triton is optional; ``triton_max_order`` bounds the coefficient count they hold).
 
 Every op is also a ``torch.library`` custom op pair, ``polycom::<name>(*args, str backend)``
-and ``polycom::<name>_backward``, registered on first use: its fake kernel is the eager closed
+and ``polycom::<name>_backward``, registered with the op: its fake kernel is the eager closed
 form run on fake tensors (shapes and dtypes exactly as the real kernels'), and it has autograd
 (``register_autograd``), so ``torch.ops.polycom.poly_norm(x, w, b, 1e-6, "eager")`` is a
 differentiable op that passes ``torch.library.opcheck``. The autograd Function calls the
@@ -110,6 +110,7 @@ class FusedOp:
         )
         self.function = _fused_function(self)
         _LIBRARY_TARGETS[self.name] = self  # a re-registered op (a re-imported family) takes over its library ops
+        _library_ops(self)  # now: registering inside a torch.compile trace is impossible
 
     def kernel(self, backend: str, direction: str) -> Callable:
         """The ``direction`` ("forward" or "backward") kernel of ``backend``; Triton's is imported here once."""
@@ -128,7 +129,7 @@ class FusedOp:
             self.kernel("triton", "forward")
 
     def library_ops(self):
-        """(``torch.ops.polycom.<name>``, ``torch.ops.polycom.<name>_backward``), registered on first call."""
+        """(``torch.ops.polycom.<name>``, ``torch.ops.polycom.<name>_backward``)."""
         return _library_ops(self)
 
     def run_forward(self, backend: str, args) -> tuple[torch.Tensor, torch.Tensor | None]:
