@@ -86,10 +86,6 @@ class OpKernels:
     def arguments(self) -> list[str]:
         return list(inspect.signature(self.forward).parameters)
 
-    def differentiable(self, args) -> list[bool]:
-        """Per argument: True for the tensors that get a gradient from the backward kernel."""
-        return [isinstance(a, torch.Tensor) and name not in self.indices for name, a in zip(self.arguments, args)]
-
 
 @dataclass
 class FusedOp:
@@ -103,6 +99,7 @@ class FusedOp:
 
     def __post_init__(self):
         k = self.kernels
+        self._is_index = [name in k.indices for name in k.arguments]  # once: inspect.signature costs ~70 us
         self._resolved["eager"] = (k.forward, k.backward)
         self._resolved["compiled"] = (
             LazyCompiled(f"{self.name}_forward", k.compile_forward or k.forward, k.keep),
@@ -165,8 +162,8 @@ class FusedOp:
             rows = [as_rows(a) for a in tensors[: k.rows]]
             grads = iter(self.kernel(backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:], *extra))
         out = []
-        for i, (a, has_grad) in enumerate(zip(inputs, k.differentiable(inputs))):
-            g = next(grads) if has_grad else None
+        for i, (a, is_index) in enumerate(zip(inputs, self._is_index)):
+            g = next(grads) if isinstance(a, torch.Tensor) and not is_index else None
             if g is not None:
                 g = g.view(a.shape) if i < k.rows else g.to(a.dtype)
             out.append(g if needs_input_grad[i] else None)
@@ -233,6 +230,7 @@ def _library_ops(op: FusedOp):
         return _LIBRARY_OPS[name]
     forward_schema, backward_schema = _schemas(op)
     target = lambda: _LIBRARY_TARGETS[name]  # noqa: E731
+    tensor_names = [p for p in op.kernels.arguments if p not in op.kernels.constants]  # the schema's, in order
 
     def forward_impl(*args):
         *args, backend = args
@@ -255,8 +253,7 @@ def _library_ops(op: FusedOp):
                                                                        *([] if stats is None else [stats]))
         # Library ops may return neither views of their inputs nor of one another: the coefficient
         # gradients of a Triton kernel are slices of one reduction buffer, so each gets its own copy.
-        names = [p for p in k.arguments if p not in k.constants]  # the schema's tensor arguments, in order
-        targets = [t for t, name in zip(tensors, names) if name not in k.indices]
+        targets = [t for t, name in zip(tensors, tensor_names) if name not in k.indices]
         return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
 
     forward_op = torch.library.custom_op(f"polycom::{name}", forward_impl, mutates_args=(), schema=forward_schema)
