@@ -84,3 +84,16 @@ def test_paper_configs_match_the_paper():
     assert (dense.data.seq_len, dense.train.batch_size) == (4096, 64)
     moe_cfg = moe.model_config(50304).moe
     assert (moe_cfg.num_experts, moe_cfg.top_k, moe.optim.lr) == (64, 8, 4e-4)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.eps=.inf", "optim.eps"), ("model.norm_eps=.inf", "model.norm_eps"), ("optim.lr=.nan", "optim.lr"),
+    ("optim.weight_decay=.inf", "optim.weight_decay"), ("optim.grad_clip=.nan", "optim.grad_clip"),
+    ("model.moe.router_temperature=.inf", "model.moe.router_temperature"),
+    ("data.val_fraction=.nan", "data.val_fraction"),
+])
+def test_every_float_key_rejects_inf_and_nan_naming_the_key(override, key):
+    """inf passes every range check written as a comparison (inf > 0): once accepted, optim.eps=inf
+    or model.norm_eps=inf trained nothing (validation loss stayed at ln 256)."""
+    with pytest.raises(ConfigError, match=f"^{key}: must be a finite number, got (inf|nan)$"):
+        load_config(None, [override])

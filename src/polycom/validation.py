@@ -38,8 +38,8 @@ def check_order(order) -> None:
 def check_eps(eps) -> None:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"argument 'eps' must be a float, got {type(eps).__name__}")
-    if not eps > 0:
-        raise ValueError(f"argument 'eps' must be > 0, got {eps}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"argument 'eps' must be a finite number > 0, got {eps}")
 
 
 def check_coefficients(weight, bias, x: torch.Tensor) -> None:

@@ -60,7 +60,7 @@ def _check_float(obj, name: str, low: float, high: float | None = None, low_open
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"{type(obj).__name__}.{name} must be a float, got {type(v).__name__} ({v!r})")
     bad_low = v <= low if low_open else v < low
-    if bad_low or (high is not None and v > high) or math.isnan(v):
+    if bad_low or (high is not None and v > high) or not math.isfinite(v):
         rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
         raise ValueError(f"{type(obj).__name__}.{name} must be in {rng}, got {v}")
     setattr(obj, name, float(v))

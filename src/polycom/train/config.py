@@ -244,12 +244,27 @@ class Config:
 
 # --- validation ---------------------------------------------------------------
 
+def _non_finite_floats(node, prefix: str = ""):
+    """(dotted key, value) of every float in the config tree that is inf or NaN."""
+    items = node.items() if isinstance(node, dict) else ((f.name, getattr(node, f.name)) for f in dataclasses.fields(node))
+    for name, value in items:
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
+            yield from _non_finite_floats(value, key + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            yield key, value
+
+
 def _validate(cfg: Config) -> None:
     d, o, t = cfg.data, cfg.optim, cfg.train
 
     def need(ok: bool, key: str, msg: str):
         if not ok:
             raise ConfigError(f"{key}: {msg}")
+
+    # inf and NaN pass every range check written as a comparison (inf > 0); no float key may hold them.
+    for key, value in _non_finite_floats(cfg):
+        need(False, key, f"must be a finite number, got {value}")
 
     need(0 < d.val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
     need(d.seq_len >= 1, "data.seq_len", f"must be >= 1, got {d.seq_len}")
