@@ -198,6 +198,12 @@ def test_polycom_analyze_rejects_bad_paths_and_unreachable_data(tiny_run, tmp_pa
     err = capsys.readouterr().err
     assert "validation data of this run is not reachable" in err and "gone.txt" in err
     assert main(["analyze", str(ckpt), "--no-similarity"]) == 0  # ranks and coefficients need no data
+    capsys.readouterr()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert main(["analyze", str(ckpt), "--no-similarity", "--out", str(a_file)]) == 2  # was a traceback
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file" in err and err.count("\n") == 1 and a_file.read_text() == "keep me"
     result = json.loads((ckpt / "analysis" / "analysis.json").read_text())
     assert "similarity" not in result and result["coefficient_trajectory"]["steps"] == [6]
 

@@ -71,6 +71,9 @@ def test_generation_stops_at_the_context_and_rejects_a_longer_prompt():
         generate_ids(model, [])
     with pytest.raises(ValueError, match="--top-p"):
         SamplingConfig(top_p=0)
+    for bad in (float("nan"), float("inf"), -1.0):  # nan passed `< 0` and sampled garbage
+        with pytest.raises(ValueError, match="--temperature must be a finite number >= 0"):
+            SamplingConfig(temperature=bad)
 
 
 def test_stop_token_ends_generation():

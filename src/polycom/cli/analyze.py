@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sequences < 1:
         print(f"polycom analyze: error: --sequences must be >= 1, got {args.sequences}", file=sys.stderr)
+        return 2
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"polycom analyze: error: --out {args.out} is a file; give a folder (new or existing)", file=sys.stderr)
         return 2
     try:
         result = analyze(args.path, args.out, n_sequences=args.sequences, similarity=not args.no_similarity)
