@@ -137,6 +137,14 @@ def test_metrics_cut_back_is_atomic_when_the_rename_fails(tmp_path, monkeypatch)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
+def test_a_metrics_line_that_is_json_but_not_a_record_is_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"kind": "train", "step": 1}) + "\n123\n" + json.dumps({"kind": "train", "step": 2}) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: not a JSON object \('123'\)"):  # was an AttributeError
+        cut_metrics(path, 2)
+    assert path.read_text().count("\n") == 3  # untouched
+
+
 def test_resuming_a_finished_run_keeps_its_summary(tmp_path, capsys):
     out = tmp_path / "run"
     first = run("tiny", tiny_run(tmp_path))

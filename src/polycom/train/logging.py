@@ -41,6 +41,9 @@ def _records_up_to(path: Path, step: int, say: Callable[..., None]) -> list[str]
                 continue
             raise ValueError(f"{path}:{number}: not a JSON record ({e}); the file is damaged here, "
                              "fix or delete that line to resume") from None
+        if not isinstance(record, dict):  # valid JSON that is no record (``123``) was an AttributeError
+            raise ValueError(f"{path}:{number}: not a JSON object ({line[:60]!r}); the file is damaged here, "
+                             "fix or delete that line to resume")
         if record.get("step", 0) <= step:
             kept.append(line)
     return kept
