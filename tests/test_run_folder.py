@@ -137,6 +137,15 @@ def test_metrics_cut_back_is_atomic_when_the_rename_fails(tmp_path, monkeypatch)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
+def test_a_corpus_of_nul_bytes_is_one_line_not_a_division_by_zero(tmp_path, capsys):
+    from polycom.cli import main
+
+    (tmp_path / "nul.txt").write_bytes(b"\0" * 200_000)
+    assert main(["train", *tiny_run(tmp_path, "run", f"data.source={tmp_path / 'nul.txt'}")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no text bytes" in err and "data.source" in err and err.count("\n") == 1
+
+
 def test_a_metrics_line_that_is_json_but_not_a_record_is_named(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"kind": "train", "step": 1}) + "\n123\n" + json.dumps({"kind": "train", "step": 2}) + "\n")

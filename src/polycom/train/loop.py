@@ -235,6 +235,9 @@ class Trainer:
             sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
                                  self.token_bytes[targets].sum().double()])
         nll, tokens, n_bytes = D.all_reduce(sums).tolist()
+        if n_bytes == 0:  # a corpus of NUL bytes or special tokens only: bits per byte are 0 / 0
+            raise ValueError(f"{what} holds no text bytes (a corpus of NUL bytes or only special tokens?), so "
+                             "bits per byte are undefined; check the corpus (data.source)")
         return {"loss": nll / tokens, "bpb": nll / (math.log(2) * n_bytes), "tokens": int(tokens)}
 
     # --- checkpoints -----------------------------------------------------------
