@@ -53,6 +53,7 @@ def test_small_sweep_writes_every_file_and_tables_match_runs_csv(sweep):
     assert summary["comparisons"]["polynorm"]["val_loss"]["mean_diff"] == pytest.approx(sum(diffs) / 2, rel=1e-9)
     report = (out / "REPORT.md").read_text()
     assert "## Verdict" in report and "shared" in report and "polynorm" in report
+    assert "tokenizer `byte` (vocab 256)" in report  # the runs' vocabulary, not data.vocab_size (BPE's target)
     assert f"{summary['per_activation']['gelu']['val_loss']['mean']:.4f}" in report
     # the throughput table carries the reference's control copy, whose spread is stated as the noise floor
     control = summary["throughput"]["gelu (control)"]

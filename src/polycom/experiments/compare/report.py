@@ -14,6 +14,7 @@ import platform
 
 import torch
 
+from ...data.tokenizer import ByteTokenizer
 from ...environment import git_commit, machine_description, package_versions
 from . import inside, plots
 from .files import write_json_atomic, write_text_atomic
@@ -78,6 +79,15 @@ def _token_multiplier(t: dict) -> str:
     return f"{_f(t['value'], 2)}x{ci}"
 
 
+def _vocabulary(data) -> str:
+    """The vocabulary the runs used: data.vocab_size is the BPE target only (the byte tokenizer has 256)."""
+    if data.tokenizer == ByteTokenizer.name:
+        return f"vocab {ByteTokenizer.vocab_size}"
+    if data.tokenizer == "bpe":
+        return f"vocab {data.vocab_size}"
+    return "the Hugging Face tokenizer's vocabulary"
+
+
 def _setting(result, spec, base) -> list[str]:
     s = result.summary
     any_rec = next((r for r in result.records if r.ok), result.records[0] if result.records else None)
@@ -87,7 +97,7 @@ def _setting(result, spec, base) -> list[str]:
           if spec.lr_sweep else f"**shared** (optim.lr = {base.optim.lr:g} for every activation; not tuned)")
     params = ", ".join(f"{a} {d['num_params']:,}" for a, d in s["per_activation"].items())
     return [
-        f"- data: `{base.data.source}`, tokenizer `{base.data.tokenizer}` (vocab {base.data.vocab_size}), "
+        f"- data: `{base.data.source}`, tokenizer `{base.data.tokenizer}` ({_vocabulary(base.data)}), "
         f"sequence {base.data.seq_len}",
         f"- budget: {tokens} tokens per run ({base.train.steps} steps x {base.train.batch_size} x "
         f"{base.data.seq_len}); every run stops at that step (no best-checkpoint selection)",
