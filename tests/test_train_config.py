@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from polycom.train import Config, ConfigError, load_config
@@ -96,4 +98,12 @@ def test_every_float_key_rejects_inf_and_nan_naming_the_key(override, key):
     """inf passes every range check written as a comparison (inf > 0): once accepted, optim.eps=inf
     or model.norm_eps=inf trained nothing (validation loss stayed at ln 256)."""
     with pytest.raises(ConfigError, match=f"^{key}: must be a finite number, got (inf|nan)$"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["eval.sets.../x=foo.txt", "eval.sets..=foo.txt", "optim..lr=1"])
+def test_a_key_with_an_empty_part_is_named_as_invalid(override):
+    """It used to read "eval.sets: unknown key; did you mean eval.sets?"."""
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}: not a valid key: a dotted key has no empty parts"):
         load_config(None, [override])

@@ -446,6 +446,9 @@ def _parse_override(item: str) -> DictConfig:
     key, eq, _ = item.partition("=")
     if not eq or not key.strip():
         raise ConfigError(f"{item}: overrides look like key=value (e.g. optim.lr=3e-4)")
+    if "" in key.strip().split("."):  # OmegaConf drops empty parts and then blames the parent section
+        raise ConfigError(f"{key.strip()}: not a valid key: a dotted key has no empty parts (an eval.sets name "
+                          "holds only letters, digits, '_' and '-')")
     try:
         return OmegaConf.from_dotlist([item])
     except yaml.YAMLError as e:
