@@ -4,6 +4,8 @@ Every run is ``execute_run(plan)``: a top-level function of a plain dict, so a p
 pool or a Slurm job can call it. It decides from the run folder what is left to do:
 
 - ``summary.json`` of a completed or diverged run next to this run's ``plan.json``: skipped;
+- an unreadable ``summary.json`` (torn by a crash or a full disk): named on stderr, removed,
+  and the run treated as unfinished;
 - a checkpoint present: a partial run: resumed (``train.resume=true``), bit-exact;
 - otherwise: started afresh (a folder with no checkpoint holds nothing to keep).
 
@@ -22,6 +24,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Callable
 from ...train.checkpoint import latest_checkpoint
 from .files import write_json_atomic
 
-__all__ = ["execute_run", "run_state", "execute_all", "worker_resources", "FINISHED"]
+__all__ = ["execute_run", "run_state", "read_summary", "execute_all", "worker_resources", "FINISHED"]
 
 FINISHED = ("completed", "diverged")  # a diverged run would diverge again: rerunning it is no use
 
@@ -42,11 +45,24 @@ def run_state(out_dir: Path, run_hash: str) -> str:
         # The folder name carries the hash, so this is a hand-made or damaged folder.
         raise ValueError(f"{out_dir}: plan.json belongs to another run; remove the folder")
     summary = out_dir / "summary.json"
-    if meta.exists() and summary.exists() and json.loads(summary.read_text()).get("status") in FINISHED:
+    if meta.exists() and summary.exists() and read_summary(summary).get("status") in FINISHED:
         return "done"
     if latest_checkpoint(out_dir) is not None:
         return "partial"
     return "new"
+
+
+def read_summary(path: Path) -> dict:
+    """A run's ``summary.json`` as a dict; ``{}`` (and one line on stderr naming the file) when it
+    cannot be read or parsed: such a run counts as unfinished."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(f"{path}: unreadable ({exc}); the run is treated as unfinished", file=sys.stderr)
+        return {}
+    return summary
 
 
 def execute_run(plan: dict, threads: int = 0) -> str:
@@ -60,6 +76,9 @@ def execute_run(plan: dict, threads: int = 0) -> str:
         return "skipped"
     if state == "new" and out.exists():
         shutil.rmtree(out)
+    summary = out / "summary.json"
+    if state == "partial" and summary.exists() and not read_summary(summary):
+        summary.unlink()  # the trainer's resume would stop on it; the resumed run writes a new one
     out.mkdir(parents=True, exist_ok=True)
     (out / "failure.json").unlink(missing_ok=True)
     write_json_atomic(out / "plan.json", plan)

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .execute import read_summary
 from .plan import RunPlan
 
 __all__ = ["RunRecord", "load_record", "read_downstream", "csv_header", "CSV_COLUMNS", "DOWNSTREAM_FILE"]
@@ -116,7 +117,10 @@ def load_record(plan: RunPlan) -> RunRecord:
         return rec
     if not summary.exists():
         return rec
-    s = json.loads(summary.read_text())
+    s = read_summary(summary)
+    if not s:
+        rec.error = f"{summary} is unreadable"
+        return rec
     evals = _val_curve(out / "metrics.jsonl")
     rec.status = s.get("status", "missing")
     rec.final_step = int(s.get("final_step") or 0)
