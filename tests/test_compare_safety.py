@@ -1,5 +1,6 @@
 """`polycom compare` rerun safety: unreadable run summaries, a changed corpus, one writer per sweep."""
 
+import dataclasses
 import json
 
 import pytest
@@ -43,3 +44,18 @@ def test_unreadable_run_summary_is_named_and_the_run_rerun(sweep, capsys):
     assert {r.status for r in result.records} == {"completed"}
     assert f"{first / 'summary.json'}: unreadable" in capsys.readouterr().err
     assert json.loads((first / "summary.json").read_text())["status"] == "completed"
+
+
+def test_changed_corpus_is_refused_naming_the_file(sweep):
+    from polycom.train.config import ConfigError
+
+    spec, out, corpus = sweep
+    assert json.loads((out / "sweep.json").read_text())["corpus_hash"]
+    corpus.write_text(CORPUS.replace("lazy", "idle"))  # same size and documents, other text
+    try:
+        with pytest.raises(ConfigError, match=f"data.source: {corpus} changed since the sweep"):
+            # a resumed sweep that grows: its new seed would be paired with runs trained on the old corpus
+            compare(dataclasses.replace(spec, seeds=2), out, say=lambda *a: None)
+    finally:
+        corpus.write_text(CORPUS)
+    assert len(list((out / "runs").iterdir())) == 2  # the refused invocation trained nothing

@@ -56,8 +56,18 @@ def _check_out_folder(out: Path, key: dict) -> None:
         raise ConfigError(f"--out: {out} exists and is not a polycom compare folder; choose another --out")
 
 
-def _prepare_data(cfg: Config, say) -> int:
-    """Tokenize once, here; check the budget fits the corpus; returns the vocabulary size."""
+def _check_corpus(out: Path, cfg: Config, corpus_hash: str) -> None:
+    """The corpus is part of the sweep's identity: runs trained on different data are never paired."""
+    meta = out / "sweep.json"
+    old = json.loads(meta.read_text()).get("corpus_hash") if meta.exists() else None
+    if old and old != corpus_hash:
+        raise ConfigError(f"data.source: {cfg.data.source} changed since the sweep in {out} began (corpus hash "
+                          f"{old[:12]}... then, {corpus_hash[:12]}... now); restore the file, or use a new --out")
+
+
+def _prepare_data(cfg: Config, say) -> tuple[int, str]:
+    """Tokenize once, here; check the budget fits the corpus; returns the vocabulary size and
+    the corpus content hash."""
     from ...data import prepare_data
     from ...train.preflight import check as preflight
 
@@ -71,7 +81,7 @@ def _prepare_data(cfg: Config, say) -> int:
         raise ConfigError(f"train.steps: {cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.data.seq_len} tokens "
                           f"need {need:,} training tokens, but data.source={cfg.data.source!r} has {have:,}; "
                           "a comparison that repeats data measures memorisation: lower train.steps or use more data")
-    return data.tokenizer.vocab_size
+    return data.tokenizer.vocab_size, data.corpus_hash
 
 
 def _run_phase(plans: list[RunPlan], spec: SweepSpec, out: Path, device: str, say) -> dict[str, str]:
@@ -97,9 +107,10 @@ def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
     _check_out_folder(out, key)
     plans = plan_runs(spec, out)  # validates every run's config before anything runs
     tasks = check_eval_tasks(spec)  # lm-eval installed and the task names known, before any training
-    vocab = _prepare_data(base, say)
+    vocab, corpus = _prepare_data(base, say)
+    _check_corpus(out, base, corpus)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "sweep.json", {"key": key, "spec": spec.to_dict()})
+    write_json_atomic(out / "sweep.json", {"key": key, "corpus_hash": corpus, "spec": spec.to_dict()})
     timings = {"planning_s": time.perf_counter() - t0}
     states: dict[str, str] = {}
     t1 = time.perf_counter()
