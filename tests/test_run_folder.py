@@ -137,6 +137,43 @@ def test_metrics_cut_back_is_atomic_when_the_rename_fails(tmp_path, monkeypatch)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
+def test_a_torn_summary_json_is_named_and_rewritten_on_resume(tmp_path, capsys):
+    """A full disk used to leave a 100-byte summary.json that blocked every resume with
+    "Expecting ',' delimiter" naming no file; the summary is now written atomically, and an old torn one
+    is named and rebuilt from the last checkpoint."""
+    out = tmp_path / "run"
+    want = run("tiny", tiny_run(tmp_path, "run"))
+    summary = out / "summary.json"
+    summary.write_text(summary.read_text()[:100])
+    again = run("tiny", tiny_run(tmp_path, "run", "train.resume=true"))
+    assert f"{summary} is unreadable" in capsys.readouterr().out
+    assert again.final_step == want.final_step and again.val_loss == pytest.approx(want.val_loss, rel=1e-6)
+    assert json.loads(summary.read_text())["final_step"] == want.final_step
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".summary.json")]  # no temporary left
+
+
+def test_a_full_disk_while_logging_is_one_error_naming_metrics_jsonl(tmp_path):
+    from polycom.train.checkpoint import DiskFullError
+    from polycom.train.logging import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, enabled=True)
+    logger.log({"kind": "train", "step": 1})
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")  # the buffered rest cannot be written either
+
+    logger.file.close()
+    logger.file = FullDisk()
+    with pytest.raises(DiskFullError, match=f"no space left on device while writing {tmp_path / 'metrics.jsonl'}") as e:
+        logger.log({"kind": "train", "step": 2})
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # one error, not a chain of three
+    logger.close()  # the failure was reported once; closing does not raise it again
+
+
 def test_a_corpus_of_nul_bytes_is_one_line_not_a_division_by_zero(tmp_path, capsys):
     from polycom.cli import main
 

@@ -10,12 +10,15 @@ is dropped with a warning; a bad line anywhere else is an error naming it.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable
+
+from .checkpoint import DiskFullError
+from .files import write_text_atomic
 
 __all__ = ["MetricsLogger", "ProgressBar", "cut_metrics"]
 
@@ -51,27 +54,21 @@ def _records_up_to(path: Path, step: int, say: Callable[..., None]) -> list[str]
 
 def cut_metrics(path: Path, step: int, say: Callable[..., None] = print) -> None:
     """Keep the records of steps <= ``step``; atomically (temporary file, fsync, rename)."""
-    kept = _records_up_to(path, step, say)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_text_atomic(path, "".join(line + "\n" for line in _records_up_to(path, step, say)))
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """One error naming the file: a full disk as ``DiskFullError``, anything else with its errno."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; the run stopped there "
+                                           "(resume from its last checkpoint once there is space)")
+    return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
 
 
 class MetricsLogger:
     def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool = False, resume_step: int | None = None,
                  say: Callable[..., None] = print):
-        self.enabled = enabled
+        self.enabled, self._broken = enabled, False
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
         if not enabled:
@@ -90,8 +87,12 @@ class MetricsLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+            self.file.flush()
+        except OSError as e:  # one error naming the file, not ENOSPC chained through every later flush
+            self._broken = True
+            raise _write_error(self.path, e) from None
         if self.tb is not None:
             kind = record.get("kind", "train")
             for k, v in record.items():
@@ -100,7 +101,11 @@ class MetricsLogger:
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                if not self._broken:  # a failed write was reported already; its buffered rest cannot be written
+                    raise
             if self.tb is not None:
                 self.tb.close()
 

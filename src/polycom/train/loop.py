@@ -37,6 +37,7 @@ from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rn
                          set_rng_state)
 from .config import Config, check_paths, load_config
 from .eval_sets import prepare_eval_sets
+from .files import write_json_atomic
 from .guard import diagnose, format_report
 from .logging import MetricsLogger, ProgressBar
 from .monitor import ActivationMonitor
@@ -309,7 +310,7 @@ class Trainer:
             logger.close()
         run_result = _to_result(result)
         if self.info.is_main:
-            (self.out_dir / "summary.json").write_text(json.dumps(run_result.to_dict(), indent=1, default=str))
+            write_json_atomic(self.out_dir / "summary.json", run_result.to_dict())  # a full disk leaves no torn file
         return run_result
 
     def _loop(self, start: int, logger: MetricsLogger) -> tuple[dict, list[float], float]:
@@ -376,7 +377,12 @@ class Trainer:
         summary = self.out_dir / "summary.json"
         if last is None or checkpoint_step(last) != self.cfg.train.steps or not summary.exists():
             return None
-        stored = RunResult.from_dict(json.loads(summary.read_text()))
+        try:
+            stored = RunResult.from_dict(json.loads(summary.read_text()))
+        except (ValueError, TypeError, KeyError) as e:  # torn by a crash before writes were atomic
+            self.say(f"warning: {summary} is unreadable ({' '.join(str(e).split())[:100]}); the final evaluation "
+                     "is redone from the last checkpoint and the file rewritten")
+            return None
         if stored.status != "completed" or stored.final_step != self.cfg.train.steps:
             return None
         self.say(f"train.resume: the run in {self.out_dir} already finished at step {stored.final_step} "

@@ -1,30 +1,7 @@
-"""Writing result files so that a crash never leaves a torn one."""
+"""compare's result files are written with the trainer's atomic writer (``polycom.train.files``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
+from ...train.files import write_json_atomic, write_text_atomic
 
 __all__ = ["write_text_atomic", "write_json_atomic"]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
