@@ -94,3 +94,23 @@ def test_bad_yaml_in_an_override_is_one_line_naming_the_key(capsys):
 def test_quoted_number_stays_a_string(capsys):
     assert main(["train", "--dry-run", 'train.out_dir="2024"']) == 0
     assert "out_dir: '2024'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("message", ["", "stopped by SIGTERM"])
+def test_an_interrupted_compare_or_early_train_is_one_line(capsys, monkeypatch, tmp_path, message):
+    """Ctrl-C in compare was an `Interrupted` traceback with rc 1; in train's first seconds it printed
+    "polycom train: " with an empty message."""
+    import polycom.experiments.compare.sweep as sweep
+    import polycom.train as train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt(message)
+
+    monkeypatch.setattr(sweep, "compare", interrupted)
+    assert main(["compare", "--out", str(tmp_path / "sweep")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rerun the same command to continue" in err
+    assert err.startswith(f"polycom compare: {message or 'interrupted'};")
+    monkeypatch.setattr(train, "run", interrupted)
+    assert main(["train", f"train.out_dir={tmp_path / 'run'}"]) == 130
+    assert capsys.readouterr().err == f"polycom train: {message or 'interrupted'}\n"

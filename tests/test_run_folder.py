@@ -137,6 +137,32 @@ def test_metrics_cut_back_is_atomic_when_the_rename_fails(tmp_path, monkeypatch)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
+def test_sigterm_is_handled_as_ctrl_c_checkpoint_and_one_line(tmp_path):
+    """Slurm and Kubernetes stop jobs with SIGTERM: it used to end with rc 143, no message, and the steps
+    since the last checkpoint lost. Now: a checkpoint at the interrupt, the lock released, one line."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = tiny_run(tmp_path, "run", "train.steps=100000", "train.checkpoint_every=100000", "train.eval_every=0")
+    proc = subprocess.Popen([sys.executable, "-m", "polycom.cli", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and train_steps(out)):
+        time.sleep(0.2)
+    assert train_steps(out), "training never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "checkpoint saved" in err and "--resume" in err, err
+    last = latest_checkpoint(out)
+    assert last is not None and int(last.name.removeprefix("step_")) >= 1
+    # the lock was released: resuming for a few more steps works at once
+    resumed = run("tiny", tiny_run(tmp_path, "run", "train.resume=true",
+                                   f"train.steps={int(last.name.removeprefix('step_')) + 2}"))
+    assert resumed.final_step == int(last.name.removeprefix("step_")) + 2
+
+
 def test_a_torn_summary_json_is_named_and_rewritten_on_resume(tmp_path, capsys):
     """A full disk used to leave a 100-byte summary.json that blocked every resume with
     "Expecting ',' delimiter" naming no file; the summary is now written atomically, and an old torn one

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import signal
 import sys
+import threading
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
 COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx", "export", "generate", "eval")
@@ -47,7 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if overrides:
         args.overrides = list(args.overrides) + overrides
-    return args.func(args)
+    # SIGTERM (Slurm's and Kubernetes' stop, torchrun's teardown) is handled as Ctrl-C: the trainer
+    # checkpoints the last completed step, the run folder's lock is released, and one line is printed.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        return args.func(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 def _is_override(token: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub) -> None:
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from ..experiments.compare.sweep import compare
 
         result = compare(spec, out)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: finished runs are kept, the same command continues
+        print(f"polycom compare: {str(e) or 'interrupted'}; rerun the same command to continue the sweep "
+              "(finished runs are kept)", file=sys.stderr)
+        return 130
     except USER_ERRORS as e:  # config, data, path and launch mistakes: one line, no traceback
         return report("polycom compare", e, {args.preset: "--preset", args.out: "--out"})
     t = result.timings

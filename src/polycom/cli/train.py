@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = train_run(cfg)
     except KeyboardInterrupt as e:  # the trainer checkpointed and says how to resume
-        print(f"polycom train: {e or 'interrupted'}", file=sys.stderr)
+        print(f"polycom train: {str(e) or 'interrupted'}", file=sys.stderr)  # str(): an exception is always truthy
         return 130
     except DiskFullError as e:  # an OSError, not a user mistake: its own line and status
         print(f"polycom train: {e}", file=sys.stderr)
