@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -59,3 +60,29 @@ def test_changed_corpus_is_refused_naming_the_file(sweep):
     finally:
         corpus.write_text(CORPUS)
     assert len(list((out / "runs").iterdir())) == 2  # the refused invocation trained nothing
+
+
+def test_second_writer_is_refused_naming_the_holder(sweep):
+    from polycom.train.config import ConfigError
+    from polycom.train.run_folder import RunFolderLock
+
+    spec, out, _ = sweep
+    holder = RunFolderLock(out)  # what a running `polycom compare` into out holds
+    holder.acquire()
+    try:
+        with pytest.raises(ConfigError, match=rf"--out: {out} is in use by another polycom compare \(pid {os.getpid()} "):
+            compare(spec, out, say=lambda *a: None)
+    finally:
+        holder.release()
+    compare(spec, out, say=lambda *a: None)  # released: the next invocation goes ahead
+
+
+def test_failure_left_beside_a_finished_run_is_retried_not_reported(sweep):
+    """An interrupted or concurrent writer's failure.json next to a run that finished: the rerun
+    does not report the run as failed (it checks the run folder and finds it finished)."""
+    spec, out, _ = sweep
+    first = next((out / "runs").iterdir())
+    (first / "failure.json").write_text(json.dumps({"error": "KeyboardInterrupt: interrupted at step 2"}))
+    result = compare(spec, out, say=lambda *a: None)
+    assert {r.status for r in result.records} == {"completed"}
+    assert not (first / "failure.json").exists()

@@ -10,7 +10,9 @@ pool or a Slurm job can call it. It decides from the run folder what is left to 
 - otherwise: started afresh (a folder with no checkpoint holds nothing to keep).
 
 A run that raises is recorded in ``failure.json`` and the sweep goes on; rerunning the
-sweep retries it. The trainer's output goes to the run's ``train.log``.
+sweep retries every run that did not finish, whatever stopped it (an error, Ctrl-C or
+SIGTERM, a killed worker); a ``failure.json`` beside a finished run is stale and removed.
+The trainer's output goes to the run's ``train.log``.
 
 Parallelism is the job of existing engines: ``concurrent.futures`` (local, with the
 CPU threads or the GPUs split between workers) and submitit (Slurm, or its local
@@ -72,6 +74,7 @@ def execute_run(plan: dict, threads: int = 0) -> str:
 
     out = Path(plan["config"]["train"]["out_dir"])
     state = run_state(out, plan["run_hash"])
+    (out / "failure.json").unlink(missing_ok=True)  # beside a finished run it is stale (an interrupted writer's)
     if state == "done":
         return "skipped"
     if state == "new" and out.exists():
@@ -80,7 +83,6 @@ def execute_run(plan: dict, threads: int = 0) -> str:
     if state == "partial" and summary.exists() and not read_summary(summary):
         summary.unlink()  # the trainer's resume would stop on it; the resumed run writes a new one
     out.mkdir(parents=True, exist_ok=True)
-    (out / "failure.json").unlink(missing_ok=True)
     write_json_atomic(out / "plan.json", plan)
     tree = json.loads(json.dumps(plan["config"]))
     tree["train"]["resume"] = state == "partial"

@@ -9,7 +9,9 @@ Order of work: validate everything (spec, overrides, output folder, data budget)
 before any training; prepare the corpus and tokenizer once in this process (parallel
 runs then only read the cache); the LR phase; the main phase; the side-by-side
 throughput measurement; the analysis and the report. Rerunning the same command
-skips finished runs and resumes partial ones.
+skips finished runs and resumes partial ones. One process writes a sweep folder at a time
+(``OUT/.lock``), and the corpus it began with (``sweep.json``'s ``corpus_hash``) is the one
+it ends with.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from ...train.config import Config, ConfigError, check_paths
 from ...train.eval_sets import prepare_eval_sets
+from ...train.run_folder import RunFolderError, RunFolderLock
 from .analysis import analyse, choose_lrs
 from .downstream import check_eval_tasks, evaluate_runs
 from .execute import execute_all
@@ -52,8 +55,23 @@ def _check_out_folder(out: Path, key: dict) -> None:
         if old != json.loads(json.dumps(key, default=str)):
             raise ConfigError(f"--out: {out} holds a different sweep (other settings; see {meta}); "
                               "use a new --out folder, or delete that one")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise ConfigError(f"--out: {out} exists and is not a polycom compare folder; choose another --out")
+
+
+def _lock_out_folder(out: Path, say) -> RunFolderLock:
+    """One writer per sweep folder, with the run folder's lock (``OUT/.lock``, dropped by the
+    system when its process dies): a second ``polycom compare`` into ``out`` is refused."""
+    lock = RunFolderLock(out)
+    try:
+        stale = lock.acquire()
+    except RunFolderError:
+        holder = lock.path.read_text().strip() if lock.path.exists() else ""
+        raise ConfigError(f"--out: {out} is in use by another polycom compare ({holder or 'unknown pid'}); "
+                          "wait for it to finish or choose another --out") from None
+    if stale:
+        say(f"{out}: taking over the lock of a sweep that ended without releasing it ({stale})")
+    return lock
 
 
 def _check_corpus(out: Path, cfg: Config, corpus_hash: str) -> None:
@@ -97,8 +115,6 @@ def _run_phase(plans: list[RunPlan], spec: SweepSpec, out: Path, device: str, sa
 
 
 def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
-    from .report import write_report, write_summary_json
-
     t0 = time.perf_counter()
     out = Path(out)
     spec.validate()
@@ -108,7 +124,20 @@ def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
     plans = plan_runs(spec, out)  # validates every run's config before anything runs
     tasks = check_eval_tasks(spec)  # lm-eval installed and the task names known, before any training
     vocab, corpus = _prepare_data(base, say)
-    _check_corpus(out, base, corpus)
+    lock = _lock_out_folder(out, say)  # nothing above writes into out
+    try:
+        _check_out_folder(out, key)  # again, under the lock: another writer may have begun meanwhile
+        _check_corpus(out, base, corpus)
+        return _compare_locked(spec, out, base, key, plans, tasks, vocab, corpus, t0, say)
+    finally:
+        lock.release()
+
+
+def _compare_locked(spec: SweepSpec, out: Path, base: Config, key: dict, plans: dict, tasks, vocab: int,
+                    corpus: str, t0: float, say) -> CompareResult:
+    """The sweep's writing part, under its lock: the runs, the measurements and the report."""
+    from .report import write_report, write_summary_json
+
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "sweep.json", {"key": key, "corpus_hash": corpus, "spec": spec.to_dict()})
     timings = {"planning_s": time.perf_counter() - t0}
