@@ -163,6 +163,27 @@ def test_sigterm_is_handled_as_ctrl_c_checkpoint_and_one_line(tmp_path):
     assert resumed.final_step == int(last.name.removeprefix("step_")) + 2
 
 
+def test_resume_redoes_an_evaluation_interrupted_by_ctrl_c(tmp_path, monkeypatch):
+    """Ctrl-C during the validation pass at step 4 lost that point for good (a curve with a missing point)."""
+    out = tmp_path / "run"
+    real = Trainer.evaluate
+    calls = []
+
+    def interrupted_at_step_4(self):
+        calls.append(1)
+        if len(calls) == 2:  # evaluations at steps 2, 4, 6: the second one is cut short
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupted_at_step_4)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 4"):
+        run("tiny", tiny_run(tmp_path, "run", "train.steps=6"))
+    monkeypatch.setattr(Trainer, "evaluate", real)
+    result = run("tiny", tiny_run(tmp_path, "run", "train.steps=6", "train.resume=true"))
+    assert [r["step"] for r in records(out) if r["kind"] == "val"] == [2, 4, 6]
+    assert [e.step for e in result.evals] == [4, 6]  # this call's evaluations: the redone one first
+
+
 def test_a_torn_summary_json_is_named_and_rewritten_on_resume(tmp_path, capsys):
     """A full disk used to leave a 100-byte summary.json that blocked every resume with
     "Expecting ',' delimiter" naming no file; the summary is now written atomically, and an old torn one

@@ -298,7 +298,7 @@ class Trainer:
             if start == t.steps:  # finished, but its summary.json is missing (died just after the last save)
                 result["evals"].append({"kind": "val", "step": start, "tokens": start * self.tokens_per_step,
                                         **self.evaluate()})
-                history = _logged_train_records(self.out_dir / "metrics.jsonl")
+                history = _logged_records(self.out_dir / "metrics.jsonl", "train")
                 step_times = [r["step_time_s"] for r in history]
             result.update(self._summary(start, result, step_times, self._data_wait_s, elapsed))
             if history:  # the summary's numbers come from the logged steps; this call ran none
@@ -325,6 +325,9 @@ class Trainer:
         completed, saved = start, start  # the weights are those after `completed` steps; `saved` is on disk
         monitor = ActivationMonitor(self.raw_model, t.monitor_every, enabled=self.info.is_main)  # escaping activations
         try:
+            if start < end and t.eval_every and start % t.eval_every == 0 and start > 0 and not any(
+                    r["step"] == start for r in _logged_records(self.out_dir / "metrics.jsonl", "val")):
+                self._evaluate_at(start, result, logger, bar)  # interrupted during that evaluation: redo it
             for step in range(start, end):
                 t0 = time.perf_counter()
                 monitor.begin(step + 1)  # monitor: hooks on monitored steps only
@@ -343,11 +346,7 @@ class Trainer:
                     logger.log(record)
                 bar.update(record["loss"], record["tokens_per_s"])
                 if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
-                    ev = {"kind": "val", "step": done, "tokens": done * self.tokens_per_step, **self.evaluate()}
-                    result["evals"].append(ev)
-                    logger.log(ev)
-                    bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}"
-                              + "".join(f"; {n} {v['loss']:.4f}" for n, v in ev.get("sets", {}).items()))
+                    self._evaluate_at(done, result, logger, bar)
                 if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
                     self.save(done)
                     saved = done
@@ -360,6 +359,13 @@ class Trainer:
         monitor.finish(self.out_dir)  # monitor: monitor.png
         self._data_wait_s = prefetch.wait_s
         return result, step_times, time.perf_counter() - t_start
+
+    def _evaluate_at(self, done: int, result: dict, logger: MetricsLogger, bar: ProgressBar) -> None:
+        ev = {"kind": "val", "step": done, "tokens": done * self.tokens_per_step, **self.evaluate()}
+        result["evals"].append(ev)
+        logger.log(ev)
+        bar.write(f"step {done}: val loss {ev['val_loss']:.4f}, val bpb {ev['val_bpb']:.4f}"
+                  + "".join(f"; {n} {v['loss']:.4f}" for n, v in ev.get("sets", {}).items()))
 
     def _interrupted(self, completed: int, saved: int) -> Interrupted:
         """Ctrl-C: checkpoint the last completed step (unless it is on disk already)."""
@@ -423,11 +429,11 @@ class Trainer:
                 "out_dir": str(self.out_dir), **self._run_info()}
 
 
-def _logged_train_records(path: Path) -> list[dict]:
+def _logged_records(path: Path, kind: str) -> list[dict]:
     if not path.exists():
         return []
     records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [r for r in records if r.get("kind") == "train"]
+    return [r for r in records if isinstance(r, dict) and r.get("kind") == kind]
 
 
 def _to_result(d: dict) -> RunResult:
