@@ -2,7 +2,7 @@
 
 Layout of ``OUT/checkpoints``::
 
-    step_00000200/  model.safetensors  optimizer.pt  state.pt  config.yaml
+    step_00000200/  model.safetensors  optimizer.pt  state.pt  config.yaml  checksums.json
     latest          -> the text "step_00000200"
 
 A checkpoint is written into a hidden temporary folder, every file fsynced,
@@ -23,6 +23,15 @@ both ``.pt`` files hold only tensors and plain values and are read with
 and every checkpoint is looked up inside the run's own ``checkpoints/`` folder only
 (``latest`` must name a ``step_*`` folder there; links out of it are refused).
 
+Every file of a checkpoint is verified on load: ``checksums.json``, written into the
+temporary folder before the rename, holds each file's size and SHA-256. ``load_checkpoint``
+(resume) checks every file; a newest checkpoint that fails (flipped bits, a truncated file,
+or a file that does not load) is skipped with a one-line warning naming the file, and the
+previous intact ``step_*`` folder is loaded instead; when none is left it raises
+``CheckpointError`` naming the file. ``load_weights`` (generate, export, eval) checks
+``model.safetensors`` only and refuses a mismatch the same way. A checkpoint written before
+checksums were stored (no ``checksums.json``) loads unverified.
+
 A full disk while writing (``ENOSPC``, or torch's ``inline_container.cc`` write failure,
 which hides the errno) removes the partial temporary folder and raises ``DiskFullError``
 naming the file and the last good checkpoint, which stays untouched.
@@ -31,11 +40,14 @@ naming the file and the last good checkpoint, which stays untouched.
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import pickle
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +58,16 @@ __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "latest_checkpo
            "rng_state", "set_rng_state", "DiskFullError", "CheckpointError"]
 
 LATEST = "latest"
+CHECKSUMS = "checksums.json"
 _STEP_NAME = re.compile(r"step_[0-9]+")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that must not be loaded: it points outside its run or holds code; the message names the file."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file whose bytes differ from its stored checksum, or that does not load."""
 
 
 class DiskFullError(OSError):
@@ -70,6 +87,54 @@ def _is_disk_full(exc: BaseException) -> bool:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_checksums(folder: Path) -> None:
+    """``checksums.json``: size and SHA-256 of every other file in ``folder``."""
+    sums = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(folder.iterdir()) if f.name != CHECKSUMS}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+
+
+def _checksums(folder: Path) -> dict | None:
+    """The stored checksums of a checkpoint, None when it has none (written before they were stored)."""
+    path = _file(folder, CHECKSUMS)
+    if not path.exists():
+        return None
+    try:
+        sums = json.loads(path.read_text())
+        if not isinstance(sums, dict) or not all(isinstance(v, dict) for v in sums.values()):
+            raise ValueError("not an object of objects")
+        return sums
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f"{path}: unreadable ({e})") from None
+
+
+def _verify(folder: Path, name: str, sums: dict | None) -> Path:
+    """``folder/name`` after checking its size and SHA-256 against ``sums`` (skipped when None)."""
+    path = _file(folder, name)
+    if sums is None:
+        return path
+    if name not in sums:
+        raise CorruptCheckpointError(f"{path}: not listed in {folder / CHECKSUMS}")
+    if not path.is_file():
+        raise CorruptCheckpointError(f"{path}: missing")
+    size = path.stat().st_size
+    if size != sums[name].get("size"):
+        raise CorruptCheckpointError(f"{path}: refused: {size} bytes, {sums[name].get('size')} when it was "
+                                     "saved (truncated or changed)")
+    if _sha256(path) != sums[name].get("sha256"):
+        raise CorruptCheckpointError(f"{path}: refused: its SHA-256 differs from the one stored when it was "
+                                     "saved (the file is corrupt or was changed)")
+    return path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -142,6 +207,8 @@ def save_checkpoint(out_dir: Path, step: int, model_state: dict, optim_state: di
         torch.save({**state, "step": step}, writing)
         writing = tmp / "config.yaml"
         writing.write_text(config_yaml)
+        writing = tmp / CHECKSUMS
+        _write_checksums(tmp)
         for f in tmp.iterdir():
             writing = f
             _fsync_file(f)
@@ -234,21 +301,59 @@ def _torch_load(path: Path):
 
 
 def load_weights(folder: Path) -> tuple[dict, dict]:
-    """(model state dict, safetensors metadata) of a checkpoint: the only file a model needs, no unpickling."""
+    """(model state dict, safetensors metadata) of a checkpoint: the only file a model needs, no unpickling.
+    Its checksum is verified; a mismatch raises ``CheckpointError`` naming the file."""
     from safetensors import safe_open
 
-    path = _file(Path(folder), "model.safetensors")
-    with safe_open(str(path), "pt") as f:
-        metadata = dict(f.metadata() or {})
-    return load_file(str(path)), metadata
-
-
-def load_checkpoint(folder: Path) -> dict:
-    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str}``: everything a resume needs."""
     folder = Path(folder)
-    return {
-        "model": load_file(str(_file(folder, "model.safetensors"))),
-        "optimizer": _torch_load(_file(folder, "optimizer.pt")),
-        "state": _torch_load(_file(folder, "state.pt")),
-        "config_yaml": _file(folder, "config.yaml").read_text(),
-    }
+    path = _verify(folder, "model.safetensors", _checksums(folder))
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = dict(f.metadata() or {})
+        return load_file(str(path)), metadata
+    except Exception as e:  # safetensors' own error type: a truncated or damaged header
+        raise CorruptCheckpointError(f"{path}: does not load ({e})") from None
+
+
+def _load_verified(folder: Path) -> dict:
+    sums = _checksums(folder)
+    path = _verify(folder, "model.safetensors", sums)
+    try:
+        model = load_file(str(path))
+        path = _verify(folder, "optimizer.pt", sums)
+        optimizer = _torch_load(path)
+        path = _verify(folder, "state.pt", sums)
+        state = _torch_load(path)
+        path = _verify(folder, "config.yaml", sums)
+        config_yaml = path.read_text()
+    except CheckpointError:
+        raise
+    except Exception as e:  # a damaged file in a checkpoint without checksums: safetensors, torch or utf-8 errors
+        raise CorruptCheckpointError(f"{path}: does not load ({type(e).__name__}: {e})") from None
+    return {"model": model, "optimizer": optimizer, "state": state, "config_yaml": config_yaml, "folder": folder}
+
+
+def load_checkpoint(folder: Path, warn=None) -> dict:
+    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str, "folder": Path}``:
+    everything a resume needs, every file verified. A corrupt ``folder`` falls back to the newest
+    intact earlier ``step_*`` folder beside it, with one ``warn`` line (stderr by default) naming the
+    bad file; ``"folder"`` is the one loaded. None intact: ``CheckpointError`` naming the bad file."""
+    folder = Path(folder)
+    root = folder.parent
+    earlier = []
+    if _STEP_NAME.fullmatch(folder.name):
+        earlier = sorted((p for p in root.glob("step_*") if _STEP_NAME.fullmatch(p.name) and p.is_dir()
+                          and (p / "state.pt").exists() and checkpoint_step(p) < checkpoint_step(folder)),
+                         key=checkpoint_step, reverse=True)
+    errors = []
+    for candidate in [folder, *earlier]:
+        try:
+            loaded = _load_verified(candidate if candidate is folder else _inside(root, candidate))
+        except CorruptCheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            (warn or (lambda message: print(message, file=sys.stderr)))(
+                f"warning: {'; '.join(errors)}; resuming from the earlier intact checkpoint {candidate}")
+        return loaded
+    raise CheckpointError(f"{'; '.join(errors)}; no intact earlier checkpoint in {root} to fall back to")

@@ -1,0 +1,112 @@
+"""Checkpoints and token shards are verified on load: a corrupt or truncated file is never used silently.
+
+Checkpoints: the newest corrupt one falls back to the previous intact one with one warning line,
+and the losses after that resume equal those of a run that never lost it (bitwise); none intact
+is one line naming the file (rc 2). Shards: a truncated or changed shard is rebuilt from the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from polycom.cli import main
+from polycom.train import run
+from polycom.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
+
+
+CHECKSUMS = "checksums.json"
+
+
+def tiny_run(tmp_path, name="run", *extra):
+    """A 1-layer, 32-wide byte model, 6 steps of 4 sequences of 32 bytes, checkpoints every 2 steps."""
+    return [
+        "model.preset=debug", "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "data.tokenizer=byte",
+        "model.activation_kwargs={implementation: eager}",
+        "data.max_documents=200", f"data.cache_dir={tmp_path / 'cache'}", "data.seq_len=32",
+        "train.batch_size=4", "train.micro_batch_size=4", "train.steps=6", "train.eval_every=2",
+        "train.checkpoint_every=2", "train.eval_batches=1", "optim.warmup_steps=1", "train.progress=false",
+        "train.keep_checkpoints=2", f"train.out_dir={tmp_path / name}", *extra,
+    ]
+
+
+def flip_bytes(path, n=200) -> None:
+    """Invert ``n`` bytes spread over the second half of the file (past any header)."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data), max(1, len(data) // 2 // n)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def step(n) -> str:
+    return f"step_{n:08d}"
+
+
+@pytest.mark.parametrize("damage", [("model.safetensors", flip_bytes), ("optimizer.pt", flip_bytes),
+                                    ("model.safetensors", truncate), ("state.pt", truncate)],
+                         ids=["flipped-weights", "flipped-optimizer", "truncated-weights", "truncated-state"])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_with_the_same_losses(tmp_path, capsys, damage):
+    name, spoil = damage
+    out = tmp_path / "run"
+    run("tiny", tiny_run(tmp_path, "run", "train.stop_at_step=4"))  # checkpoints at 2 and 4
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == [step(2), step(4)]
+    spoil(out / "checkpoints" / step(4) / name)
+    capsys.readouterr()
+    resumed = run("tiny", tiny_run(tmp_path, "run", "train.resume=true"))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{step(4)}/{name}: refused" in err
+    assert f"resuming from the earlier intact checkpoint {out / 'checkpoints' / step(2)}" in err
+    full = run("tiny", tiny_run(tmp_path, "full"))
+    assert resumed.final_step == 6
+    assert resumed.train_losses == full.train_losses[2:] and resumed.val_loss == full.val_loss  # bitwise
+    assert set(json.loads((out / "checkpoints" / step(6) / CHECKSUMS).read_text())) == {
+        "model.safetensors", "optimizer.pt", "state.pt", "config.yaml"}
+
+
+def test_no_intact_checkpoint_left_is_one_line_naming_the_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    run("tiny", tiny_run(tmp_path, "run", "train.stop_at_step=4"))
+    flip_bytes(out / "checkpoints" / step(4) / "model.safetensors")
+    truncate(out / "checkpoints" / step(2) / "optimizer.pt")
+    capsys.readouterr()
+    assert main(["train", *tiny_run(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{step(4)}/model.safetensors: refused" in err and f"{step(2)}/optimizer.pt: refused" in err
+    assert "no intact earlier checkpoint" in err
+    assert latest_checkpoint(out).name == step(4)  # nothing was trained or deleted
+
+
+def test_load_weights_refuses_corrupt_weights_naming_the_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    run("tiny", tiny_run(tmp_path, "run", "train.steps=2"))
+    weights = out / "checkpoints" / step(2) / "model.safetensors"
+    load_weights(weights.parent)  # intact: loads
+    flip_bytes(weights)
+    with pytest.raises(CheckpointError, match=f"{weights}: refused"):
+        load_weights(weights.parent)
+    capsys.readouterr()
+    assert main(["generate", str(out), "--prompt", "ab", "--max-new-tokens", "3", "--temperature", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{weights}: refused" in err
+
+
+def test_a_checkpoint_without_checksums_still_loads_and_a_truncated_one_still_falls_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    run("tiny", tiny_run(tmp_path, "run", "train.stop_at_step=4"))
+    for s in (2, 4):  # as written before checksums were stored
+        (out / "checkpoints" / step(s) / CHECKSUMS).unlink(missing_ok=True)
+    assert load_checkpoint(out / "checkpoints" / step(4))["state"]["step"] == 4
+    load_weights(out / "checkpoints" / step(4))
+    truncate(out / "checkpoints" / step(4) / "model.safetensors")  # no checksum: found by failing to load
+    capsys.readouterr()
+    resumed = run("tiny", tiny_run(tmp_path, "run", "train.resume=true"))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{step(4)}/model.safetensors: does not load" in err
+    full = run("tiny", tiny_run(tmp_path, "full"))
+    assert resumed.train_losses == full.train_losses[2:]
