@@ -110,3 +110,41 @@ def test_a_checkpoint_without_checksums_still_loads_and_a_truncated_one_still_fa
     assert len(err.splitlines()) == 1 and f"{step(4)}/model.safetensors: does not load" in err
     full = run("tiny", tiny_run(tmp_path, "full"))
     assert resumed.train_losses == full.train_losses[2:]
+
+
+# --- token shards ---------------------------------------------------------------------------------
+
+
+def shard_folder(tmp_path):
+    (folder,) = (tmp_path / "cache" / "shards").iterdir()
+    return folder
+
+
+@pytest.mark.parametrize("spoil", [truncate, flip_bytes], ids=["truncated", "flipped"])
+def test_a_damaged_token_shard_is_rebuilt_from_the_corpus_and_trains_as_before(tmp_path, capsys, spoil):
+    first = run("tiny", tiny_run(tmp_path, "first", "train.checkpoint_every=0"))
+    folder = shard_folder(tmp_path)
+    shard = folder / "train-00000.bin"
+    meta = json.loads((folder / "meta.json").read_text())
+    spoil(shard)
+    capsys.readouterr()
+    again = run("tiny", tiny_run(tmp_path, "again", "train.checkpoint_every=0"))
+    out = capsys.readouterr().out
+    assert f"warning: {shard}:" in out and f"rebuilding the token cache entry {folder}" in out
+    assert again.train_losses == first.train_losses and again.val_loss == first.val_loss  # bitwise
+    assert json.loads((folder / "meta.json").read_text()) == meta
+    assert {"size", "sha256"} <= set(meta["splits"]["train"]["shards"][0])
+
+
+def test_a_truncated_shard_found_when_reading_is_one_line_naming_it(tmp_path):
+    from polycom.data.shards import ShardError, TokenStream
+
+    run("tiny", tiny_run(tmp_path, "first", "train.steps=2", "train.checkpoint_every=0"))
+    folder = shard_folder(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    for shard in meta["splits"]["val"]["shards"]:  # as written before sizes were recorded: n_tokens still says
+        shard.pop("size", None), shard.pop("sha256", None)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    truncate(folder / "val-00000.bin")
+    with pytest.raises(ShardError, match=f"{folder / 'val-00000.bin'}: .* bytes, meta.json says"):
+        TokenStream(folder, "val")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .corpus import CorpusSpec, DataError, iter_documents, split_documents
-from .shards import ShardWriter, TokenStream, token_dtype
+from .shards import ShardWriter, TokenStream, shard_damage, token_dtype
 from .tokenizer import ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
 
 __all__ = ["PreparedData", "prepare_data", "prepare_heldout", "corpus_hash", "default_cache_dir"]
@@ -148,6 +148,18 @@ def _write_cached(folder: Path, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _drop_if_damaged(folder: Path, log) -> None:
+    """Remove a cache entry whose shards differ from its meta.json (size, SHA-256), so it is rebuilt."""
+    if not (folder / "meta.json").exists():
+        return
+    why = shard_damage(folder)
+    if why:
+        log(f"warning: {why}; rebuilding the token cache entry {folder} from the corpus")
+        aside = folder.with_name(f".{folder.name}.{os.getpid()}.damaged")
+        os.replace(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def _shard_meta(spec: CorpusSpec, content_hash: str, tok: Tokenizer, split: str) -> dict:
     """meta.json of a shard folder: what it was made from, and how it was split."""
     return {"format": FORMAT_VERSION, "corpus": asdict(spec), "corpus_hash": content_hash, "tokenizer": tok.name,
@@ -161,6 +173,7 @@ def prepare_data(spec: CorpusSpec, tokenizer: str = "bpe", vocab_size: int = 409
     content_hash, by_position = scan_corpus(spec, log)
     tok = get_tokenizer(tokenizer, vocab_size, spec, content_hash, cache_dir, log, by_position)
     folder = cache_dir / "shards" / f"{content_hash[:16]}-{tok.fingerprint[:16]}"
+    _drop_if_damaged(folder, log)
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
         log(f"tokenizing {spec.source!r} into {folder} ...")
@@ -185,6 +198,7 @@ def prepare_heldout(spec: CorpusSpec, tok: Tokenizer, cache_dir: Path | str | No
         _hash_document(h, "val", doc)
     content_hash = h.hexdigest()
     folder = cache_dir / "heldout" / f"{content_hash[:16]}-{tok.fingerprint[:16]}"
+    _drop_if_damaged(folder, log)
     if not (folder / "meta.json").exists():
         t0 = time.perf_counter()
         log(f"tokenizing the held-out set {spec.source!r} into {folder} ...")

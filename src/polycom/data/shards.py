@@ -13,6 +13,12 @@ seeded by ``(seed, e)``. A training step with global batch ``G`` consumes sample
 that range, so no sample is duplicated or skipped whatever the world size, and
 the data position is simply the step.
 
+Integrity: ``meta.json`` records each shard's ``n_tokens``, ``size`` (bytes) and ``sha256``
+(hashed while writing, no extra read). ``TokenStream`` checks every shard's size against
+``n_tokens`` (a stat, free) and refuses a mismatch naming the file; ``shard_damage`` also
+checks the SHA-256 (one read of the shards), which ``prepare_data`` does once per run to
+rebuild a damaged cache entry from the corpus.
+
 Validation (``BatchSampler.validation``) uses the same windows with a permutation
 seeded by the constant ``VALIDATION_SEED``, never by the training seed: its first
 ``K`` samples are ``K`` distinct windows drawn uniformly from the whole split (not
@@ -23,6 +29,7 @@ on exactly the same windows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ShardWriter", "TokenStream", "BatchSampler", "token_dtype"]
+__all__ = ["ShardWriter", "TokenStream", "BatchSampler", "token_dtype", "shard_damage", "ShardError"]
 
 MAX_SHARD_TOKENS = 1 << 28  # 512 MiB of uint16 per file
 VALIDATION_SEED = 271828  # a constant, so every run in a comparison validates on the same windows
@@ -41,6 +48,42 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
+class ShardError(ValueError):
+    """A token shard whose size or bytes differ from its ``meta.json``; the message names the file."""
+
+
+def _size_damage(path: Path, shard: dict, itemsize: int) -> str | None:
+    want = shard.get("size", shard["n_tokens"] * itemsize)
+    size = path.stat().st_size if path.is_file() else None
+    if size != want:
+        return f"{path}: {'missing' if size is None else f'{size} bytes'}, meta.json says {want} (truncated or changed)"
+    return None
+
+
+def shard_damage(folder: Path) -> str | None:
+    """Why a shard folder's files differ from its ``meta.json`` (size, then SHA-256 where recorded), else None."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        shards = [s for info in meta["splits"].values() for s in info["shards"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{folder / 'meta.json'}: unreadable ({e})"
+    for shard in shards:
+        path = folder / shard["file"]
+        why = _size_damage(path, shard, itemsize)
+        if why:
+            return why
+        if "sha256" in shard:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+            if h.hexdigest() != shard["sha256"]:
+                return f"{path}: SHA-256 differs from meta.json's (the file is corrupt or was changed)"
+    return None
+
+
 class ShardWriter:
     """Appends token ids of one split to ``{split}-00000.bin``, ``-00001.bin``, ..."""
 
@@ -48,7 +91,7 @@ class ShardWriter:
         self.folder, self.split, self.dtype, self.max_tokens = folder, split, dtype, max_tokens
         self.shards: list[dict] = []
         self.n_tokens = self.n_bytes = self.n_documents = 0
-        self._file = None
+        self._file = self._hash = None
 
     def add(self, ids: list[int], n_bytes: int) -> None:
         arr = np.asarray(ids, dtype=self.dtype)
@@ -59,22 +102,29 @@ class ShardWriter:
                 self._open_next()
             room = self.max_tokens - self.shards[-1]["n_tokens"]
             chunk, arr = arr[:room], arr[room:]
-            self._file.write(chunk.tobytes())
+            data = chunk.tobytes()
+            self._file.write(data)
+            self._hash.update(data)
             self.shards[-1]["n_tokens"] += len(chunk)
             self.n_tokens += len(chunk)
 
     def _open_next(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        self._finish()
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self._file = open(self.folder / name, "wb")
+        self._file, self._hash = open(self.folder / name, "wb"), hashlib.sha256()
         self.shards.append({"file": name, "n_tokens": 0})
 
-    def close(self) -> dict:
+    def _finish(self) -> None:
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+            self.shards[-1].update(size=self.shards[-1]["n_tokens"] * self.dtype.itemsize,
+                                   sha256=self._hash.hexdigest())
+            self._file = None
+
+    def close(self) -> dict:
+        self._finish()
         return {"shards": self.shards, "n_tokens": self.n_tokens, "n_bytes": self.n_bytes,
                 "n_documents": self.n_documents}
 
@@ -88,6 +138,10 @@ class TokenStream:
         dtype = np.dtype(meta["dtype"])
         self.split = split
         self.n_bytes = info["n_bytes"]
+        for shard in info["shards"]:
+            why = _size_damage(Path(folder) / shard["file"], shard, dtype.itemsize)
+            if why:
+                raise ShardError(f"{why}; delete {folder} to rebuild this token cache entry from the corpus")
         self.shards = [np.memmap(Path(folder) / s["file"], dtype=dtype, mode="r") for s in info["shards"] if s["n_tokens"]]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
 
