@@ -147,12 +147,18 @@ def test_sigterm_is_handled_as_ctrl_c_checkpoint_and_one_line(tmp_path):
     args = tiny_run(tmp_path, "run", "train.steps=100000", "train.checkpoint_every=100000", "train.eval_every=0")
     proc = subprocess.Popen([sys.executable, "-m", "polycom.cli", "train", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and train_steps(out)):
-        time.sleep(0.2)
-    assert train_steps(out), "training never started"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not ((out / "metrics.jsonl").exists()
+                                                                        and train_steps(out)):
+            time.sleep(0.2)
+        assert train_steps(out), "training never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave a 100000-step run behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert err.count("\n") == 1 and "checkpoint saved" in err and "--resume" in err, err
     last = latest_checkpoint(out)
