@@ -58,7 +58,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_with_the_sam
     spoil(out / "checkpoints" / step(4) / name)
     capsys.readouterr()
     resumed = run("tiny", tiny_run(tmp_path, "run", "train.resume=true"))
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert f"resumed from {out / 'checkpoints' / step(2)} (step 2)" in captured.out  # the folder actually loaded
     assert len(err.splitlines()) == 1 and f"{step(4)}/{name}: refused" in err
     assert f"resuming from the earlier intact checkpoint {out / 'checkpoints' / step(2)}" in err
     full = run("tiny", tiny_run(tmp_path, "full"))

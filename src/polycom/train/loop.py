@@ -271,7 +271,7 @@ class Trainer:
         D.load_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["state"]["scheduler"])
         set_rng_state(ckpt["state"]["rng"])
-        self.say(f"resumed from {folder} (step {ckpt['state']['step']})")
+        self.say(f"resumed from {ckpt['folder']} (step {ckpt['state']['step']})")  # an intact earlier one after a fallback
         return int(ckpt["state"]["step"])
 
     # --- the loop --------------------------------------------------------------
