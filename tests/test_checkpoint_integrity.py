@@ -14,21 +14,14 @@ import pytest
 from polycom.cli import main
 from polycom.train import run
 from polycom.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
-
+from test_run_folder_safety import tiny_run as safety_tiny_run
 
 CHECKSUMS = "checksums.json"
 
 
 def tiny_run(tmp_path, name="run", *extra):
-    """A 1-layer, 32-wide byte model, 6 steps of 4 sequences of 32 bytes, checkpoints every 2 steps."""
-    return [
-        "model.preset=debug", "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "data.tokenizer=byte",
-        "model.activation_kwargs={implementation: eager}",
-        "data.max_documents=200", f"data.cache_dir={tmp_path / 'cache'}", "data.seq_len=32",
-        "train.batch_size=4", "train.micro_batch_size=4", "train.steps=6", "train.eval_every=2",
-        "train.checkpoint_every=2", "train.eval_batches=1", "optim.warmup_steps=1", "train.progress=false",
-        "train.keep_checkpoints=2", f"train.out_dir={tmp_path / name}", *extra,
-    ]
+    """test_run_folder_safety's tiny run, 6 steps (checkpoints every 2, the newest 2 kept)."""
+    return safety_tiny_run(tmp_path, name, "train.steps=6", "train.keep_checkpoints=2", *extra)
 
 
 def flip_bytes(path, n=200) -> None:
