@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...train.checkpoint import latest_checkpoint
-from .files import write_json_atomic
+from ...train.files import write_json_atomic
 
 __all__ = ["execute_run", "run_state", "read_summary", "execute_all", "worker_resources", "FINISHED"]
 

@@ -28,7 +28,7 @@ import numpy as np
 from ...analysis import AnalysisError, analyze_model
 from ...analysis.load import load_model, resolve_run, validation_inputs
 from . import stats
-from .files import write_json_atomic
+from ...train.files import write_json_atomic
 
 __all__ = ["METRICS", "run_metrics", "inside_summary", "plot_inside", "section"]
 

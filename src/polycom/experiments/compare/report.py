@@ -17,7 +17,7 @@ import torch
 from ...data.tokenizer import ByteTokenizer
 from ...environment import git_commit, machine_description, package_versions
 from . import inside, plots
-from .files import write_json_atomic, write_text_atomic
+from ...train.files import write_json_atomic, write_text_atomic
 from .records import csv_header
 
 __all__ = ["write_report", "write_summary_json"]

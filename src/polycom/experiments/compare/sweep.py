@@ -30,7 +30,7 @@ from ...train.run_folder import RunFolderError, RunFolderLock
 from .analysis import analyse, choose_lrs
 from .downstream import check_eval_tasks, evaluate_runs
 from .execute import execute_all
-from .files import write_json_atomic
+from ...train.files import write_json_atomic
 from .plan import RunPlan, base_config, plan_runs, scaling_steps, sweep_key
 from .records import RunRecord, load_record
 from .spec import SweepSpec
