@@ -34,24 +34,40 @@ from typing import Callable
 
 from ...train.checkpoint import latest_checkpoint
 from ...train.files import write_json_atomic
+from .plan import identity_conflicts
 
 __all__ = ["execute_run", "run_state", "read_summary", "execute_all", "worker_resources", "FINISHED"]
 
 FINISHED = ("completed", "diverged")  # a diverged run would diverge again: rerunning it is no use
 
 
-def run_state(out_dir: Path, run_hash: str) -> str:
-    """'done', 'partial' or 'new' for the run folder ``out_dir``."""
+def run_state(out_dir: Path, run_hash: str, config: dict | None = None) -> str:
+    """'done', 'partial' or 'new' for the run folder ``out_dir`` of the planned run with this
+    hash and (when given) this resolved config."""
     meta = out_dir / "plan.json"
-    if meta.exists() and json.loads(meta.read_text()).get("run_hash") != run_hash:
+    stored = json.loads(meta.read_text()) if meta.exists() else {}
+    if meta.exists() and stored.get("run_hash") != run_hash:
         # The folder name carries the hash, so this is a hand-made or damaged folder.
         raise ValueError(f"{out_dir}: plan.json belongs to another run; remove the folder")
+    conflicts = identity_conflicts(stored.get("config") or {}, config) if config and stored else []
+    if conflicts:
+        # One hash, two configs: the hash leaves out keys at their defaults, and a default changed
+        # since this run was trained. Reusing it would pair runs of different settings.
+        old, new = stored["config"], config
+        detail = ", ".join(f"{k}={_value(old, k)!r} then, {_value(new, k)!r} now" for k in conflicts)
+        raise ValueError(f"{out_dir}: trained with other settings than planned ({detail}; a default changed since "
+                         "it ran); remove the folder to retrain it, or use a new --out")
     summary = out_dir / "summary.json"
     if meta.exists() and summary.exists() and read_summary(summary).get("status") in FINISHED:
         return "done"
     if latest_checkpoint(out_dir) is not None:
         return "partial"
     return "new"
+
+
+def _value(config: dict, key: str):
+    section, name = key.split(".", 1)
+    return config[section][name]
 
 
 def read_summary(path: Path) -> dict:
@@ -73,7 +89,7 @@ def execute_run(plan: dict, threads: int = 0) -> str:
     from ...train import Config, run
 
     out = Path(plan["config"]["train"]["out_dir"])
-    state = run_state(out, plan["run_hash"])
+    state = run_state(out, plan["run_hash"], plan["config"])
     (out / "failure.json").unlink(missing_ok=True)  # beside a finished run it is stale (an interrupted writer's)
     if state == "done":
         return "skipped"

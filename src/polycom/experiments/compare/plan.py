@@ -7,8 +7,12 @@ Phases:
   matched parameters, each at its chosen LR (swept) or the config's shared LR.
 
 A run is identified by the SHA-256 of its resolved config without the keys that do
-not change what is computed (folders, logging, threads): a rerun of the same command
-finds the same folders, and a changed setting never reuses an old run.
+not change what is computed (folders, logging, threads) and without the keys that hold
+their defaults: a rerun of the same command finds the same folders, a changed setting
+never reuses an old run, and a config option added later (which holds its default in
+every existing run) leaves every existing run's identity, and so its folder, as it was.
+The price is that a changed default would make an old run look current; the run's own
+``plan.json`` keeps its whole config, and ``identity_conflicts`` catches that case.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from pathlib import Path
 from ...train.config import Config, ConfigError, load_config
 from .spec import SweepSpec
 
-__all__ = ["RunPlan", "base_config", "plan_runs", "scaling_steps", "run_hash", "sweep_key", "IGNORED_KEYS"]
+__all__ = ["RunPlan", "base_config", "plan_runs", "scaling_steps", "run_hash", "identity_conflicts", "sweep_key",
+           "same_sweep", "IGNORED_KEYS"]
 
 # Config keys that do not change a run's numbers (where it writes, how it logs, how many
 # threads it uses): excluded from the run's identity.
 IGNORED_KEYS = ("train.out_dir", "train.resume", "train.progress", "train.stop_at_step", "train.threads",
                 "train.tensorboard", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                 "data.cache_dir")
-SECTIONS_ADDED_LATER = {"eval": {"sets": {}}}
+SWEEP_IGNORED_KEYS = IGNORED_KEYS + ("model.activation", "train.seed")  # set per run by the sweep
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,25 @@ def _without(tree: dict, keys) -> dict:
     for key in keys:
         section, name = key.split(".")
         tree.get(section, {}).pop(name, None)
-    # Sections added to the config later hash as absent while they hold their defaults, so
-    # run hashes and sweep folders made before them stay valid (the `eval` section, 2026-12-03).
-    for section, default in SECTIONS_ADDED_LATER.items():
-        if tree.get(section) == default:
-            tree.pop(section)
+    return tree
+
+
+def _identity(config: dict, ignored=IGNORED_KEYS) -> dict:
+    """The part of a resolved config that decides a run's numbers: every key that is not in
+    ``ignored`` and does not hold its default. Keys are dropped one by one (the config is
+    two levels deep: section, key), and a section left empty is dropped whole."""
+    defaults = Config().to_dict()
+    tree = _without(config, ignored)
+    for section in list(tree):
+        values = tree[section]
+        if not isinstance(values, dict):
+            continue
+        for name in [n for n in values if n in defaults.get(section, {}) and
+                     json.dumps(values[n], sort_keys=True, default=str)
+                     == json.dumps(defaults[section][n], sort_keys=True, default=str)]:
+            del values[name]
+        if not values:
+            del tree[section]
     return tree
 
 
@@ -74,7 +93,18 @@ def _digest(tree: dict) -> str:
 
 
 def run_hash(config: dict) -> str:
-    return _digest(_without(config, IGNORED_KEYS))
+    return _digest(_identity(config))
+
+
+def identity_conflicts(stored: dict, planned: dict) -> list[str]:
+    """Keys, ``section.name``, that both configs set and set differently, outside ``IGNORED_KEYS``.
+    Two configs with one hash differ like this only when a default changed between the run and
+    now (the hash omits defaults); a key only one of them has (an option added later) is no conflict."""
+    a, b = _without(stored, IGNORED_KEYS), _without(planned, IGNORED_KEYS)
+    return [f"{section}.{name}" for section in a if isinstance(a[section], dict) and isinstance(b.get(section), dict)
+            for name in a[section] if name in b[section]
+            and json.dumps(a[section][name], sort_keys=True, default=str)
+            != json.dumps(b[section][name], sort_keys=True, default=str)]
 
 
 def base_config(spec: SweepSpec) -> Config:
@@ -85,10 +115,20 @@ def base_config(spec: SweepSpec) -> Config:
 def sweep_key(spec: SweepSpec) -> dict:
     """What makes two sweeps the same sweep (their runs are interchangeable): the shared
     config and the LR policy. Activations and seeds may grow between invocations."""
-    cfg = _without(base_config(spec).to_dict(), IGNORED_KEYS + ("model.activation", "train.seed"))
-    return {"config": cfg, "lr_sweep": spec.lr_sweep, "lr_grid": spec.lr_grid if spec.lr_sweep else None,
+    return {"config": _identity(base_config(spec).to_dict(), SWEEP_IGNORED_KEYS), "lr_sweep": spec.lr_sweep,
+            "lr_grid": spec.lr_grid if spec.lr_sweep else None,
             "lr_sweep_fraction": spec.lr_sweep_fraction if spec.lr_sweep else None,
             "scaling_sizes": spec.scaling_sizes if spec.scaling else None, "eval_points": spec.eval_points}
+
+
+def same_sweep(stored: dict, key: dict) -> bool:
+    """Whether ``stored`` (a ``sweep.json`` key) and ``key`` describe one sweep. The stored config
+    is reduced as ``sweep_key`` reduces a config today, so a folder written before a config option
+    existed, or before keys at their defaults were left out, still matches."""
+    stored = json.loads(json.dumps(stored, default=str))
+    if isinstance(stored.get("config"), dict):
+        stored["config"] = _identity(stored["config"], SWEEP_IGNORED_KEYS)
+    return stored == json.loads(json.dumps(key, default=str))
 
 
 def _resolved(base: dict, out: Path, phase: str, activation: str, seed: int, lr: float, steps: int,

@@ -31,7 +31,7 @@ from .analysis import analyse, choose_lrs
 from .downstream import check_eval_tasks, evaluate_runs
 from .execute import execute_all
 from ...train.files import write_json_atomic
-from .plan import RunPlan, base_config, plan_runs, scaling_steps, sweep_key
+from .plan import RunPlan, base_config, plan_runs, same_sweep, scaling_steps, sweep_key
 from .records import RunRecord, load_record
 from .spec import SweepSpec
 
@@ -52,7 +52,7 @@ def _check_out_folder(out: Path, key: dict) -> None:
     meta = out / "sweep.json"
     if meta.exists():
         old = json.loads(meta.read_text()).get("key")
-        if old != json.loads(json.dumps(key, default=str)):
+        if not same_sweep(old or {}, key):
             raise ConfigError(f"--out: {out} holds a different sweep (other settings; see {meta}); "
                               "use a new --out folder, or delete that one")
     elif out.exists() and any(p.name != ".lock" for p in out.iterdir()):
