@@ -79,6 +79,20 @@ def test_bad_files_are_reported_by_name(tmp_path, name, content, message):
     assert name in str(err.value)
 
 
+
+@pytest.mark.parametrize("name, content", [
+    ("a.jsonl", b'{"text": "one"}\n{"text": "two"}\n{"text": "thr\xffee"}\n'),
+    ("a.txt", b"one\ntwo\nthr\xffee\n"),
+])
+def test_invalid_utf8_names_the_file_and_line(tmp_path, name, content):
+    # The first bad byte is on line 3; the byte offset counts from the start of the file.
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        list(iter_documents(CorpusSpec(str(path))))
+    offset = content.index(b"\xff")
+    assert str(err.value) == f"data file {str(path)!r}, line 3: not valid UTF-8 (byte 0xff at byte offset {offset})"
+
 def test_missing_path_and_empty_folder(tmp_path):
     with pytest.raises(DataError, match="not found"):
         list(iter_documents(CorpusSpec(str(tmp_path / "nope.txt"))))

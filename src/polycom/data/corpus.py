@@ -219,8 +219,8 @@ def _local_documents(path: Path, text_field: str, log: Callable[[str], None]) ->
 def _txt_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
     try:
         text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"data file {str(file)!r} is not valid UTF-8 text: {e}") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(file) from None
     if TXT_SEPARATOR in text:
         parts = text.split("\n" + TXT_SEPARATOR + "\n")
     else:
@@ -231,16 +231,42 @@ def _txt_documents(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
             yield str(i), part
 
 
+def _not_utf8(file: Path) -> DataError:
+    """The error for a file that does not decode as UTF-8, naming its first bad line.
+
+    Read again as bytes, line by line: only the error path pays for it, and cutting at the
+    newline byte never splits a UTF-8 sequence (no multi-byte sequence contains it).
+    """
+    offset = 0
+    with open(file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"data file {str(file)!r}, line {lineno}: not valid UTF-8 "
+                                 f"(byte {line[e.start]:#04x} at byte offset {offset + e.start})")
+            offset += len(line)
+    return DataError(f"data file {str(file)!r} is not valid UTF-8 text")
+
+
 # The readers yield (record id, text), with text None for a null or empty record.
 
 def _jsonl_documents(file: Path, text_field: str) -> Iterator[tuple[str, str | None]]:
+    # The text reader decodes ahead in blocks, so its UnicodeDecodeError knows no line.
+    try:
+        yield from _jsonl_records(file, text_field)
+    except UnicodeDecodeError:
+        raise _not_utf8(file) from None
+
+
+def _jsonl_records(file: Path, text_field: str) -> Iterator[tuple[str, str | None]]:
     with open(file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except json.JSONDecodeError as e:
                 raise DataError(f"data file {str(file)!r}, line {lineno}: not valid JSON ({e})") from None
             if not isinstance(record, dict) or text_field not in record:
                 raise DataError(f"data file {str(file)!r}, line {lineno}: no string field {text_field!r}")
