@@ -7,7 +7,10 @@ finishes quickly and fails the "one line, no traceback" assertion instead of han
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,6 +91,47 @@ def test_output_folders_that_are_files(capsys, tmp_path, corpus, key):
     assert not (tmp_path / "cache").exists()
 
 
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder in which creating a file fails as on a read-only mount. Permission bits
+    would not do: this suite may run as root, whom they do not bind."""
+    import tempfile
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    create = tempfile.TemporaryFile
+
+    def refuse_inside(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return create(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse_inside)
+    return folder
+
+
+@pytest.mark.parametrize("key", ["train.out_dir", "data.cache_dir"])
+def test_output_folders_that_are_not_writable(capsys, tmp_path, corpus, read_only, key):
+    line = _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"{key}={read_only}"))
+    assert line == f"polycom train: error: {key}='{read_only}' is not writable (Read-only file system); " \
+                   "choose another folder"
+    # A folder still to be created is refused when its nearest existing parent is read-only.
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"{key}={read_only}/a/run"),
+                    f"{key}='{read_only}/a/run' cannot be created: '{read_only}' is not writable")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="permission bits do not bind root")
+def test_output_folder_without_write_permission(capsys, tmp_path, corpus):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"train.out_dir={locked}"),
+                        f"train.out_dir='{locked}' is not writable (Permission denied)")
+    finally:
+        locked.chmod(0o700)
+
 def test_hf_tokenizer_folder_without_tokenizer_json(capsys, tmp_path, corpus):
     folder = tmp_path / "tok"
     folder.mkdir()
@@ -122,6 +166,13 @@ def test_compare_reports_path_errors_in_one_line(capsys, tmp_path, corpus):
                              "model.preset=debug", "train.steps=1", f"data.cache_dir={cache}"],
                     "polycom compare: error:", "data.cache_dir", str(cache), "is an existing file")
 
+
+
+def test_compare_reports_a_read_only_cache_in_one_line(capsys, tmp_path, corpus, read_only):
+    _one_line_error(capsys, ["compare", "--out", str(tmp_path / "cmp"), "--activations", "relu,gelu", "--seeds", "1",
+                             "--throughput-rounds", "0", f"data.source={corpus}", "data.tokenizer=byte",
+                             "model.preset=debug", "train.steps=1", f"data.cache_dir={read_only}"],
+                    "polycom compare: error:", f"data.cache_dir='{read_only}' is not writable")
 
 def test_unknown_exceptions_keep_their_traceback(tmp_path, corpus, monkeypatch):
     """A bug is not an input mistake: it must reach the user with its traceback, not as one line."""

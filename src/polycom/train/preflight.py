@@ -4,13 +4,14 @@
 that the corpus exists; these are the remaining mistakes that would otherwise surface
 as a traceback minutes later, deep inside torch or Hugging Face: a device this torch
 build or machine lacks, a distributed mode without torchrun, an output or cache folder
-that is an existing file, a local tokenizer path with no tokenizer in it. Each raises
+that is an existing file or not writable, a local tokenizer path with no tokenizer in it. Each raises
 ``UsageError`` naming the key and the fix; the CLI prints it as one line.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
@@ -37,13 +38,27 @@ def check(cfg: Config) -> None:
 
 
 def _check_folder(key: str, path: Path) -> None:
-    """``path`` is, or can be created as, a folder: neither it nor a parent is a file."""
+    """``path`` is, or can be created as, a folder we may write in: neither it nor a parent is
+    a file, and its nearest existing folder accepts a new file."""
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
                 what = "is an existing file" if p == path else f"is inside {str(p)!r}, an existing file"
                 raise UsageError(f"{key}={str(path)!r} {what}; it must be a folder (choose another path)")
+            _check_writable(key, path, p)
             return
+
+
+def _check_writable(key: str, path: Path, folder: Path) -> None:
+    """Create and remove a file in ``folder``. Only trying is truthful: permission bits do not
+    bind root, and neither they nor ``os.access`` see every read-only or full file system."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        what = "is not writable" if folder == path else f"cannot be created: {str(folder)!r} is not writable"
+        raise UsageError(f"{key}={str(path)!r} {what} ({reason}); choose another folder") from None
 
 
 def _check_tokenizer_path(name: str) -> None:
