@@ -16,12 +16,13 @@ import numpy as np
 
 from . import stats
 from .efficiency import token_multiplier
+from .lr_policy import choose_lrs, grid_ratio
 from .metric_tables import metric_table
 from .records import RunRecord
 from .scaling import compute_multiplier_ci
 from .spec import BASELINE_CANDIDATES, SweepSpec
 
-__all__ = ["analyse", "choose_baseline", "choose_lrs"]
+__all__ = ["analyse", "choose_baseline"]
 
 
 def _by(records, *keys) -> dict:
@@ -29,28 +30,6 @@ def _by(records, *keys) -> dict:
     for r in records:
         out[tuple(getattr(r, k) for k in keys) if len(keys) > 1 else getattr(r, keys[0])].append(r)
     return dict(out)
-
-
-def choose_lrs(lr_records: list[RunRecord]) -> dict[str, dict]:
-    """Per activation: the grid LR with the lowest final validation loss (one seed), the
-    whole curve, whether the best sits at the grid's edge, and the LR sensitivity: the mean
-    extra loss at the grid neighbours of the best LR (about a factor 2 away)."""
-    out = {}
-    for act, recs in _by(lr_records, "activation").items():
-        recs = sorted(recs, key=lambda r: r.lr)
-        grid = [r.lr for r in recs]
-        losses = [r.val_loss if r.ok else math.nan for r in recs]
-        finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
-        if not finite:
-            out[act] = {"grid": grid, "val_loss": losses, "best_lr": None, "at_edge": None, "sensitivity": math.nan}
-            continue
-        best = min(finite, key=lambda i: losses[i])
-        neighbours = [losses[j] for j in (best - 1, best + 1) if 0 <= j < len(losses)]
-        extra = [v - losses[best] for v in neighbours if math.isfinite(v)]
-        out[act] = {"grid": grid, "val_loss": losses, "best_lr": grid[best],
-                    "at_edge": best in (0, len(grid) - 1),
-                    "sensitivity": float(np.mean(extra)) if extra else math.inf}
-    return out
 
 
 def choose_baseline(spec: SweepSpec, per_activation: dict[str, dict]) -> str:
@@ -106,6 +85,29 @@ def _scaling(spec, main, activations, baseline) -> dict:
                                   "fit": {"a": res.act_fit.a, "b": res.act_fit.b},
                                   "baseline_fit": {"a": res.base_fit.a, "b": res.base_fit.b}}
     return out
+
+
+def _lr_policy(spec: SweepSpec) -> str:
+    if not spec.lr_sweep:
+        return "shared"
+    sizes = " at every size" if spec.scaling and spec.lr_tune_sizes == "each" else (
+        " at the smallest and largest size, interpolated in log-size between them" if spec.scaling else "")
+    schedule = "the full schedule" if spec.lr_sweep_fraction == 1 else f"{spec.lr_sweep_fraction:g} of the schedule"
+    return f"tuned per activation{sizes} (seed {spec.lr_tune_seed}, {schedule})"
+
+
+def _lr_sweep(spec: SweepSpec, main: list[RunRecord], lr_records: list[RunRecord]) -> dict:
+    """The LR phase per size and activation: its grid and losses, the best LR, whether it sits on
+    the grid's edge after the extensions, its sensitivity, and the LR the main runs used."""
+    used = {(r.activation, r.size): r.lr for r in main}
+    by_size: dict[str, dict] = {}
+    for (act, size), choice in choose_lrs(lr_records).items():
+        by_size.setdefault(size, {})[act] = dict(choice, lr_used=used.get((act, size), math.nan))
+    interpolated = {size: {a: lr for (a, s), lr in used.items() if s == size}
+                    for size in dict.fromkeys(r.size for r in main) if size not in by_size}
+    return {"by_size": by_size, "interpolated": interpolated, "initial_grid": list(spec.lr_grid),
+            "grid_ratio": grid_ratio(spec.lr_grid), "extension_limit": spec.lr_grid_extensions,
+            "tune_seed": spec.lr_tune_seed, "schedule_fraction": spec.lr_sweep_fraction}
 
 
 def _eval_sets(names: list[str], at_size: dict, activations: list[str], baseline: str) -> dict:
@@ -168,7 +170,7 @@ def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecor
     summary = {"baseline": baseline, "baseline_rule": "given" if spec.baseline != "auto" else
                "auto: the best of " + "/".join(a for a in BASELINE_CANDIDATES if a in spec.activations),
                "main_size": main_size, "per_activation": per_activation, "comparisons": comparisons,
-               "lr_policy": "tuned per activation" if spec.lr_sweep else "shared", "throughput": throughput}
+               "lr_policy": _lr_policy(spec), "throughput": throughput}
     set_names = list(dict.fromkeys(n for r in main for n in r.val_sets))
     if set_names:
         summary["eval_sets"] = _eval_sets(set_names, at_size, spec.activations, baseline)
@@ -181,7 +183,7 @@ def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecor
         summary["downstream"] = {k: metric_table(at_size, spec.activations, baseline,
                                                  lambda r, k=k: r.downstream.get(k)) for k in downstream_keys}
     if spec.lr_sweep:
-        summary["lr_sweep"] = choose_lrs(lr_records)
+        summary["lr_sweep"] = _lr_sweep(spec, main, lr_records)
     if spec.scaling:
         summary["scaling"] = _scaling(spec, main, spec.activations, baseline)
     return summary

@@ -24,19 +24,32 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
     spec.validate()
     steps = scaling_steps(spec) if spec.scaling else None
     plans = plan_runs(spec, Path(out), size_steps=steps)
-    lines, total = [], 0.0
+    lines, total, seen = [], 0.0, set()
     for phase in ("lr", "main"):
         for plan in plans[phase]:
+            if plan.run_id in seen:  # a main run that is also an LR-phase run: one run, counted once
+                continue
+            seen.add(plan.run_id)
             cfg = Config.from_dict(plan.config)
             info = dry_run(cfg)
             flops = info["flops_per_token"] * info["total_tokens"]
             total += flops
-            lines.append(f"{plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
+            lines.append(f"{phase:<4} {plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
                          f"{flops:.3e} FLOPs, lr {plan.lr:g}")
     first = Config.from_dict(plans["main"][0].config)
     return "\n".join([
         "# shared config (first main run; per run: model.activation, train.seed, optim.lr, size overrides)",
         first.to_yaml().rstrip(), "# runs", *lines, "# cost",
         f"{len(lines)} runs, {total:.3e} training FLOPs in all = {total / ASSUMED_FLOPS_PER_S / 3600:.2f} GPU-hours "
-        "at an assumed 40% MFU of an H100 (989 TFLOP/s bf16); the LR phase (if any) trains at the shared "
-        "config's LRs here, its chosen LRs are not known before it runs"])
+        "at an assumed 40% MFU of an H100 (989 TFLOP/s bf16)",
+        *_lr_phase_note(spec)])
+
+
+def _lr_phase_note(spec: SweepSpec) -> list[str]:
+    if not spec.lr_sweep:
+        return []
+    return [f"# the LR phase: its initial grid is listed; a grid whose best LR is on its edge grows by one step, up to "
+            f"{spec.lr_grid_extensions} per side (one more run each); main runs are listed at the shared LR, their "
+            "tuned LRs are known once the LR phase has run"
+            + ("; a main run that is also an LR-phase run is listed and counted once" if spec.lr_sweep_fraction == 1
+               else "")]

@@ -1,8 +1,10 @@
 """From a ``SweepSpec`` to the list of runs: one resolved ``polycom train`` config each.
 
 Phases:
-- ``lr``: with ``--lr-sweep``, every activation at every grid LR, seed 0, for
-  ``lr_sweep_fraction`` of the steps (its own shorter cosine schedule);
+- ``lr``: with ``lr_sweep``, every activation (at every tuned size) at every LR of its
+  grid, with the tuning seed, on ``lr_sweep_fraction`` of the size's steps (default: all
+  of them, the main runs' own schedule); ``lr_policy`` extends a grid whose best LR sits
+  on its edge;
 - ``main``: every activation x seed (x size in scaling mode) at equal tokens and
   matched parameters, each at its chosen LR (swept) or the config's shared LR.
 
@@ -25,7 +27,8 @@ from pathlib import Path
 from ...train.config import Config, ConfigError, load_config
 from .spec import SweepSpec
 
-__all__ = ["RunPlan", "base_config", "plan_runs", "scaling_steps", "run_hash", "identity_conflicts", "sweep_key",
+__all__ = ["RunPlan", "base_config", "plan_runs", "scaling_steps", "size_params", "sizes", "lr_tuned_sizes",
+           "initial_lr_grids", "run_hash", "identity_conflicts", "sweep_key",
            "same_sweep", "IGNORED_KEYS"]
 
 # Config keys that do not change a run's numbers (where it writes, how it logs, how many
@@ -48,9 +51,10 @@ class RunPlan:
 
     @property
     def run_id(self) -> str:
-        lr = f"-lr{self.lr:g}" if self.phase == "lr" else ""
+        """The run's folder name. No phase in it: an LR-phase run that is also a main run (same
+        config, same hash) has one folder, trained once."""
         size = "" if self.size == "base" else f"-{self.size}"
-        return f"{self.phase}-{self.activation}{size}{lr}-s{self.seed}-{self.run_hash[:10]}"
+        return f"{self.activation}{size}-lr{self.lr:g}-s{self.seed}-{self.run_hash[:10]}"
 
     @property
     def out_dir(self) -> Path:
@@ -115,10 +119,16 @@ def base_config(spec: SweepSpec) -> Config:
 def sweep_key(spec: SweepSpec) -> dict:
     """What makes two sweeps the same sweep (their runs are interchangeable): the shared
     config and the LR policy. Activations and seeds may grow between invocations."""
-    return {"config": _identity(base_config(spec).to_dict(), SWEEP_IGNORED_KEYS), "lr_sweep": spec.lr_sweep,
-            "lr_grid": spec.lr_grid if spec.lr_sweep else None,
-            "lr_sweep_fraction": spec.lr_sweep_fraction if spec.lr_sweep else None,
-            "scaling_sizes": spec.scaling_sizes if spec.scaling else None, "eval_points": spec.eval_points}
+    key = {"config": _identity(base_config(spec).to_dict(), SWEEP_IGNORED_KEYS), "lr_sweep": spec.lr_sweep,
+           "lr_grid": spec.lr_grid if spec.lr_sweep else None,
+           "lr_sweep_fraction": spec.lr_sweep_fraction if spec.lr_sweep else None,
+           "scaling_sizes": spec.scaling_sizes if spec.scaling else None, "eval_points": spec.eval_points}
+    if spec.lr_sweep:
+        key.update(lr_grid_extensions=spec.lr_grid_extensions, lr_tune_seed=spec.lr_tune_seed,
+                   lr_tune_sizes=spec.lr_tune_sizes if spec.scaling else None)
+    if spec.scaling and spec.tokens_per_param:
+        key["tokens_per_param"] = spec.tokens_per_param
+    return key
 
 
 def same_sweep(stored: dict, key: dict) -> bool:
@@ -156,50 +166,96 @@ def _resolved(base: dict, out: Path, phase: str, activation: str, seed: int, lr:
     return plan
 
 
-def scaling_steps(spec: SweepSpec) -> dict[str, int]:
-    """Steps per scaling size, so tokens grow in proportion to non-embedding parameters and
-    the largest size trains the config's ``train.steps`` (a size may set ``train.steps`` itself)."""
+def _size_tree(base: dict, size: dict) -> dict:
+    tree = json.loads(json.dumps(base))
+    for key, value in size.items():
+        if key != "label":
+            section, name = key.split(".", 1)
+            tree[section][name] = value
+    return tree
+
+
+def size_params(spec: SweepSpec) -> dict[str, int]:
+    """Non-embedding parameters of each scaling size (of the first activation; the models match
+    parameters across activations), counted on the meta device."""
     from ...train.summary import dry_run
 
     base = base_config(spec).to_dict()
     params = {}
     for size in spec.scaling_sizes:
-        tree = json.loads(json.dumps(base))
-        for key, value in size.items():
-            if key != "label":
-                section, name = key.split(".", 1)
-                tree[section][name] = value
+        tree = _size_tree(base, size)
         tree["model"]["activation"] = spec.activations[0]
-        params[size["label"]] = (dry_run(Config.from_dict(tree))["num_params_non_embedding"],
-                                 size.get("train.steps"))
-    largest = max(n for n, _ in params.values())
-    return {label: explicit or max(1, round(base["train"]["steps"] * n / largest))
-            for label, (n, explicit) in params.items()}
+        params[size["label"]] = dry_run(Config.from_dict(tree))["num_params_non_embedding"]
+    return params
 
 
-def plan_runs(spec: SweepSpec, out: Path, chosen_lrs: dict[str, float] | None = None,
+def scaling_steps(spec: SweepSpec) -> dict[str, int]:
+    """Steps per scaling size: tokens grow in proportion to non-embedding parameters. With
+    ``tokens_per_param`` set, each size trains that many tokens per non-embedding parameter;
+    otherwise the largest size trains the config's ``train.steps`` and the others in proportion.
+    A size may set ``train.steps`` itself."""
+    base = base_config(spec).to_dict()
+    params = size_params(spec)
+    explicit = {s["label"]: s.get("train.steps") for s in spec.scaling_sizes}
+    tokens_per_step = base["train"]["batch_size"] * base["data"]["seq_len"]
+    largest = max(params.values())
+
+    def steps(label: str) -> int:
+        if explicit[label]:
+            return explicit[label]
+        if spec.tokens_per_param:
+            return max(1, round(spec.tokens_per_param * params[label] / tokens_per_step))
+        return max(1, round(base["train"]["steps"] * params[label] / largest))
+
+    return {label: steps(label) for label in params}
+
+
+def sizes(spec: SweepSpec) -> list[tuple[str, dict]]:
+    """(label, config overrides) of every model size: the scaling sizes, or the one base size."""
+    if not spec.scaling:
+        return [("base", {})]
+    return [(s["label"], {k: v for k, v in s.items() if k != "label"}) for s in spec.scaling_sizes]
+
+
+def lr_tuned_sizes(spec: SweepSpec) -> list[str]:
+    """The sizes whose LR the LR phase tunes: every size, or (``lr_tune_sizes: ends``) the
+    smallest and the largest, the others interpolated (``lr_policy.interpolate_lrs``)."""
+    labels = [label for label, _ in sizes(spec)]
+    return labels if spec.lr_tune_sizes == "each" or len(labels) < 3 else [labels[0], labels[-1]]
+
+
+def initial_lr_grids(spec: SweepSpec) -> dict[tuple[str, str], list[float]]:
+    """(activation, size) -> the LRs its LR phase trains before any grid extension."""
+    if not spec.lr_sweep:
+        return {}
+    return {(act, size): [float(lr) for lr in spec.lr_grid] for size in lr_tuned_sizes(spec) for act in spec.activations}
+
+
+def plan_runs(spec: SweepSpec, out: Path, lr_grids: dict[tuple[str, str], list[float]] | None = None,
+              lrs: dict[tuple[str, str], float] | None = None,
               size_steps: dict[str, int] | None = None) -> dict[str, list[RunPlan]]:
-    """Every run of the sweep, by phase. ``chosen_lrs`` (from the LR phase) sets each
-    activation's LR in the main phase; ``size_steps`` the steps of each scaling size."""
+    """Every run of the sweep, by phase. ``lr_grids``: (activation, size) -> the LRs of its LR
+    phase (default: the initial grid, with ``lr_sweep``); ``lrs``: (activation, size) -> its LR in
+    the main phase (default: the config's shared LR); ``size_steps``: the steps of each scaling
+    size. An LR-phase run on the full schedule with a main seed is the same run (same config and
+    hash, one folder) as the main run of that seed at that LR: it is trained once."""
     base = base_config(spec).to_dict()
     steps, shared_lr = base["train"]["steps"], base["optim"]["lr"]
+    overrides = dict(sizes(spec))
+    lr_grids = initial_lr_grids(spec) if lr_grids is None else lr_grids
+
+    def resolved(phase, act, seed, lr, n_steps, label):
+        return _resolved(base, out, phase, act, seed, lr, n_steps, spec.eval_points, label, overrides[label])
+
+    def size_steps_of(label):
+        return (size_steps or {}).get(label, steps)
+
     plans: dict[str, list[RunPlan]] = {"lr": [], "main": []}
-
-    def add(phase, act, seed, lr, n_steps, label, size_overrides):
-        plans[phase].append(_resolved(base, out, phase, act, seed, lr, n_steps, spec.eval_points, label,
-                                      size_overrides))
-
-    if spec.lr_sweep:
-        lr_steps = max(1, round(steps * spec.lr_sweep_fraction))
+    for (act, label), grid in lr_grids.items():
+        n_steps = max(1, round(size_steps_of(label) * spec.lr_sweep_fraction))
+        plans["lr"] += [resolved("lr", act, spec.lr_tune_seed, float(lr), n_steps, label) for lr in sorted(grid)]
+    for label in overrides:
         for act in spec.activations:
-            for lr in spec.lr_grid:
-                add("lr", act, 0, float(lr), lr_steps, "base", {})
-    sizes = [(s["label"], s) for s in spec.scaling_sizes] if spec.scaling else [("base", {})]
-    for label, size in sizes:
-        size_overrides = {k: v for k, v in size.items() if k != "label"}
-        n_steps = (size_steps or {}).get(label, steps)
-        for act in spec.activations:
-            lr = (chosen_lrs or {}).get(act, shared_lr)
-            for seed in range(spec.seeds):
-                add("main", act, seed, lr, n_steps, label, size_overrides)
+            lr = (lrs or {}).get((act, label), shared_lr)
+            plans["main"] += [resolved("main", act, seed, lr, size_steps_of(label), label) for seed in range(spec.seeds)]
     return plans

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_curves", "plot_final", "plot_differences", "plot_lr", "plot_scaling", "plot_throughput",
-           "plot_eval_sets"]
+           "plot_eval_sets", "plain_log_axis"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -86,16 +86,47 @@ def plot_differences(comparisons: dict, path: Path, baseline: str) -> Path:
     return _save(fig, path)
 
 
+def plain_log_axis(ax, axis: str = "x") -> None:
+    """A log-scale axis with plain tick labels ("0.004", "5.4", "1e+15"), not matplotlib's
+    mathtext powers ("5.4 x 10^0"), minor ticks labelled when the range spans under a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    target.set_major_formatter(plain)
+    low, high = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+    if high / low < 10:  # no decade tick inside: label the minor ticks instead (1, 2, 5 per decade)
+        target.set_minor_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        target.set_minor_formatter(plain)
+    else:
+        target.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def plot_lr(lr_sweep: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for act, d in lr_sweep.items():
-        ax.plot(d["grid"], d["val_loss"], "o-", label=act)
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("final validation loss (1 seed, shortened run)")
-    ax.set_title("LR sweep")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Final loss vs LR, one panel per tuned size, one line per activation; the chosen LR is a
+    filled marker, LRs added by the grid extension are hollow."""
+    by_size = lr_sweep["by_size"]
+    initial = lr_sweep["initial_grid"]
+    lo, hi = min(initial) * (1 - 1e-9), max(initial) * (1 + 1e-9)
+    fig, axes = plt.subplots(1, len(by_size), figsize=(4.2 * len(by_size) + 1.5, 4.2), squeeze=False, sharey=False)
+    for ax, (size, per_act) in zip(axes[0], by_size.items()):
+        for i, (act, d) in enumerate(per_act.items()):
+            grid, loss = np.array(d["grid"]), np.array(d["val_loss"], dtype=float)
+            ax.plot(grid, loss, "-", color=f"C{i}", lw=1.2, label=act)
+            inside = (grid >= lo) & (grid <= hi)
+            ax.plot(grid[inside], loss[inside], "o", color=f"C{i}", ms=4)
+            ax.plot(grid[~inside], loss[~inside], "o", color=f"C{i}", mfc="white", ms=5)
+            if d["best_lr"] is not None:
+                ax.plot([d["best_lr"]], [min(v for v in loss if math.isfinite(v))], "*", color=f"C{i}", ms=12)
+        ax.set_xlabel("peak learning rate")
+        plain_log_axis(ax, "x")
+        ax.set_title("LR sweep" + ("" if size == "base" else f": {size}"), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    fraction = lr_sweep["schedule_fraction"]
+    schedule = "full schedule" if fraction == 1 else f"{fraction:g} of the schedule"
+    axes[0][0].set_ylabel(f"final validation loss (seed {lr_sweep['tune_seed']}, {schedule})")
+    axes[0][-1].legend(fontsize=8, title="star: chosen; hollow: grid extension", title_fontsize=7)
     return _save(fig, path)
 
 
@@ -113,8 +144,8 @@ def plot_scaling(scaling: dict, path: Path, baseline: str) -> Path:
         if fit:
             c = np.geomspace(p[:, 0].min(), p[:, 0].max(), 50)
             ax.plot(c, fit["a"] * c ** (-fit["b"]), color=f"C{i}", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    plain_log_axis(ax, "x")
+    plain_log_axis(ax, "y")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("final validation loss")
     ax.set_title("Scaling: loss vs compute, fitted L = a C^-b")

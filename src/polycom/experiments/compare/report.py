@@ -23,8 +23,8 @@ from .records import csv_header
 __all__ = ["write_report", "write_summary_json"]
 
 
-def _f(v, digits: int = 4) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+def _f(v, digits: int = 4, kind: str = "f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}{kind}}"
 
 
 def _ci(d: dict, digits: int = 4) -> str:
@@ -89,24 +89,49 @@ def _vocabulary(data) -> str:
 
 
 def _setting(result, spec, base) -> list[str]:
+    """The first screen's description of the main table's runs (in scaling mode: the largest size's)."""
     s = result.summary
-    any_rec = next((r for r in result.records if r.ok), result.records[0] if result.records else None)
-    tokens = f"{any_rec.steps * base.train.batch_size * base.data.seq_len:,}" if any_rec else "n/a"
-    lr = ("tuned per activation by an LR sweep (" + ", ".join(f"{a} {d['best_lr']:g}" for a, d in
-                                                               s["lr_sweep"].items() if d["best_lr"]) + ")"
-          if spec.lr_sweep else f"**shared** (optim.lr = {base.optim.lr:g} for every activation; not tuned)")
+    at_size = [r for r in result.records if r.size == s["main_size"]]
+    any_rec = next((r for r in at_size if r.ok), at_size[0] if at_size else None)
+    steps = any_rec.steps if any_rec else base.train.steps
+    tokens = f"{steps * base.train.batch_size * base.data.seq_len:,}"
+    size = f" (size {s['main_size']}, the largest of the ladder)" if spec.scaling else ""
     params = ", ".join(f"{a} {d['num_params']:,}" for a, d in s["per_activation"].items())
     return [
         f"- data: `{base.data.source}`, tokenizer `{base.data.tokenizer}` ({_vocabulary(base.data)}), "
         f"sequence {base.data.seq_len}",
-        f"- budget: {tokens} tokens per run ({base.train.steps} steps x {base.train.batch_size} x "
+        f"- budget{size}: {tokens} tokens per run ({steps} steps x {base.train.batch_size} x "
         f"{base.data.seq_len}); every run stops at that step (no best-checkpoint selection)",
         f"- parameters (matched; gated MLPs get 2/3 of the width): {params}",
-        f"- learning rate: {lr}",
+        f"- learning rate: {_lr_line(s, spec, base)}",
         f"- seeds: {spec.seeds} per activation, paired (seed k: same data order and same initial shared weights "
         "for every activation)",
         f"- baseline: {s['baseline']} ({s['baseline_rule']})",
     ]
+
+
+def _lr_line(s: dict, spec, base) -> str:
+    if not spec.lr_sweep:
+        return f"**shared** (optim.lr = {base.optim.lr:g} for every activation; not tuned)"
+    used = ", ".join(f"{a} {_f(d['lr'], 3, 'g')}" for a, d in s["per_activation"].items())
+    sweep = s["lr_sweep"]
+    runs = sum(len(d["grid"]) for per_act in sweep["by_size"].values() for d in per_act.values())
+    return (f"**{s['lr_policy']}**: {used}; from {runs} LR-phase runs on a x{sweep['grid_ratio']:.3g} grid "
+            f"({_lr_edges(sweep)})")
+
+
+def _lr_edges(sweep: dict) -> str:
+    """Whether every chosen LR is interior to its (extended) grid, in words."""
+    edge = [f"{a}{'' if size == 'base' else ' at ' + size} ({d['at_edge']} edge)"
+            for size, per_act in sweep["by_size"].items() for a, d in per_act.items() if d["at_edge"]]
+    failed = [a for per_act in sweep["by_size"].values() for a, d in per_act.items() if d["best_lr"] is None]
+    words = []
+    if edge:
+        words.append(f"at the grid's edge after {sweep['extension_limit']} extension(s), the optimum may lie beyond: "
+                     + ", ".join(edge))
+    if failed:
+        words.append("every LR failed, shared LR used: " + ", ".join(failed))
+    return "; ".join(words) or "every optimum interior to its grid"
 
 
 def write_report(result, spec, base) -> None:
@@ -196,9 +221,7 @@ def _detail_sections(result, spec) -> list[str]:
                 f"{spec.throughput_rounds} interleaved train steps per activation in one process; memory is "
                 f"{next(iter(tp.values()))['memory_kind']}.", *_noise_floor(tp), ""]
     if s.get("lr_sweep"):
-        out += ["## LR sweep", "", _table(["activation", "best LR", "at grid edge", "sensitivity (Δ loss at neighbours)"],
-                                          [[a, d["best_lr"], d["at_edge"], _f(d["sensitivity"])]
-                                           for a, d in s["lr_sweep"].items()]), ""]
+        out += _lr_section(s["lr_sweep"])
     if s.get("scaling"):
         out += ["## Scaling", "", _table(["activation", "compute multiplier at the largest size [95% bootstrap CI]",
                                           "fit b"],
@@ -212,6 +235,25 @@ def _detail_sections(result, spec) -> list[str]:
         out += ["## Runs that did not complete", ""] + [f"- {a} seed {f['seed']}: {f['status']} {f['error']}"
                                                          for a, f in failed] + [""]
     return out
+
+
+def _lr_section(sweep: dict) -> list[str]:
+    rows = [[a, size, _f(d["best_lr"], 3, "g"), _f(d["lr_used"], 3, "g"), len(d["grid"]),
+             f"{_f(min(d['grid']), 3, 'g')}-{_f(max(d['grid']), 3, 'g')}", d["at_edge"] or "interior",
+             _f(d["sensitivity"])]
+            for size, per_act in sweep["by_size"].items() for a, d in per_act.items()]
+    lines = ["## Learning rates", "",
+             _table(["activation", "size", "best LR", "LR of the main runs", "grid points", "grid range",
+                     "best at", "sensitivity (Δ loss one grid step away)"], rows), "",
+             f"Each LR-phase run trains {_f(sweep['schedule_fraction'], 3, 'g')} of its size's schedule with seed "
+             f"{sweep['tune_seed']}; a best LR on the grid's edge extends the grid by one x{sweep['grid_ratio']:.3g} "
+             f"step, up to {sweep['extension_limit']} per side. Sensitivity: the mean extra final loss at the best "
+             "LR's grid neighbours, one run each (seed noise included)."]
+    if sweep.get("interpolated"):
+        lines += ["", "Sizes not tuned, LR interpolated in log-size: " + "; ".join(
+            f"{size}: " + ", ".join(f"{a} {_f(lr, 3, 'g')}" for a, lr in lrs.items())
+            for size, lrs in sweep["interpolated"].items())]
+    return lines + [""]
 
 
 def _mean_ci(d: dict | None) -> str:

@@ -48,11 +48,17 @@ class SweepSpec:
     seeds: int = 3
     baseline: str = "auto"
     eval_points: int = 10  # validations per run (the token-efficiency curve); 0 = keep train.eval_every
-    lr_sweep: bool = False
-    lr_grid: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
-    lr_sweep_fraction: float = 0.5  # share of train.steps each LR-sweep run trains
+    lr_sweep: bool = False  # tune each activation's LR (lr_policy.py); the presets for CPU turn it on
+    lr_grid: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])  # geometric
+    # Share of train.steps each LR-phase run trains. 1 (default): the main runs' own schedule, and the
+    # tuning seed's run at the chosen LR is its main run; below 1 is a shortened proxy (docs/compare.md).
+    lr_sweep_fraction: float = 1.0
+    lr_grid_extensions: int = 2  # grid steps added past an edge holding the best LR, per side, at most
+    lr_tune_seed: int = 0  # the seed of the LR phase; one of the main seeds reuses its runs
+    lr_tune_sizes: str = "each"  # scaling: tune at "each" size, or at the two "ends" and interpolate
     scaling: bool = False
     scaling_sizes: list[dict] = field(default_factory=list)  # model overrides per size, smallest first
+    tokens_per_param: float = 0.0  # scaling: training tokens per non-embedding parameter (0: see scaling_steps)
     throughput_rounds: int = 10  # interleaved train steps per activation in the speed measurement
     eval_tasks: list[str] = field(default_factory=list)  # lm-eval tasks run on every main run (--eval-tasks)
     eval_limit: int = 0  # documents per task for --eval-tasks (0 = all)
@@ -71,7 +77,7 @@ class SweepSpec:
             raise ConfigError(f"--activations: duplicates in {self.activations}")
         if len(self.activations) < 2:
             raise ConfigError("--activations: a comparison needs at least two activations")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+        if not _whole(self.seeds) or self.seeds < 1:
             raise ConfigError(f"--seeds: must be an integer >= 1, got {self.seeds!r}")
         if self.baseline != "auto" and self.baseline not in self.activations:
             raise ConfigError(f"--baseline: {self.baseline!r} is not among --activations ({', '.join(self.activations)})")
@@ -84,6 +90,16 @@ class SweepSpec:
             raise ConfigError(f"--lr-grid: an LR sweep needs at least two values, got {self.lr_grid}")
         if not 0 < self.lr_sweep_fraction <= 1:
             raise ConfigError(f"lr_sweep_fraction: must be in (0, 1], got {self.lr_sweep_fraction}")
+        if self.lr_sweep and len(set(self.lr_grid)) < len(self.lr_grid):
+            raise ConfigError(f"--lr-grid: duplicates in {self.lr_grid}")
+        if not _whole(self.lr_grid_extensions) or self.lr_grid_extensions < 0:
+            raise ConfigError(f"lr_grid_extensions: must be an integer >= 0, got {self.lr_grid_extensions!r}")
+        if not _whole(self.lr_tune_seed) or self.lr_tune_seed < 0:
+            raise ConfigError(f"lr_tune_seed: must be an integer >= 0, got {self.lr_tune_seed!r}")
+        if self.lr_tune_sizes not in ("each", "ends"):
+            raise ConfigError(f"lr_tune_sizes: must be 'each' or 'ends', got {self.lr_tune_sizes!r}")
+        if not isinstance(self.tokens_per_param, (int, float)) or not 0 <= self.tokens_per_param < math.inf:
+            raise ConfigError(f"tokens_per_param: must be a number >= 0, got {self.tokens_per_param!r}")
         if self.scaling and len(self.scaling_sizes) < 3:
             raise ConfigError(f"scaling_sizes: the scaling mode needs at least 3 model sizes, got "
                               f"{len(self.scaling_sizes)} (set them in the sweep preset)")
@@ -99,7 +115,7 @@ class SweepSpec:
             raise ConfigError(f"--eval-tasks: expected comma-separated task names, got {self.eval_tasks!r}")
         if len(set(self.eval_tasks)) != len(self.eval_tasks):
             raise ConfigError(f"--eval-tasks: duplicates in {self.eval_tasks}")
-        if isinstance(self.eval_limit, bool) or not isinstance(self.eval_limit, int) or self.eval_limit < 0:
+        if not _whole(self.eval_limit) or self.eval_limit < 0:
             raise ConfigError(f"--eval-limit: must be an integer >= 0, got {self.eval_limit!r}")
         for item in self.overrides:
             key = item.split("=", 1)[0].strip()
@@ -111,6 +127,10 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def load_sweep_preset(name_or_path: str) -> dict:

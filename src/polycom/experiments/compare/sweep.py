@@ -27,11 +27,13 @@ import torch
 from ...train.config import Config, ConfigError, check_paths
 from ...train.eval_sets import prepare_eval_sets
 from ...train.run_folder import RunFolderError, RunFolderLock
-from .analysis import analyse, choose_lrs
+from .analysis import analyse
 from .downstream import check_eval_tasks, evaluate_runs
 from .execute import execute_all
 from ...train.files import write_json_atomic
-from .plan import RunPlan, base_config, plan_runs, same_sweep, scaling_steps, sweep_key
+from .lr_policy import choose_lrs, interpolate_lrs, next_grid_point
+from .plan import (RunPlan, base_config, initial_lr_grids, lr_tuned_sizes, plan_runs, same_sweep, scaling_steps,
+                   size_params, sweep_key)
 from .records import RunRecord, load_record
 from .spec import SweepSpec
 
@@ -143,18 +145,14 @@ def _compare_locked(spec: SweepSpec, out: Path, base: Config, key: dict, plans: 
     timings = {"planning_s": time.perf_counter() - t0}
     states: dict[str, str] = {}
     t1 = time.perf_counter()
-    lr_records: list[RunRecord] = []
-    chosen = None
-    if spec.lr_sweep:
-        say(f"LR sweep: {len(plans['lr'])} runs")
-        states.update(_run_phase(plans["lr"], spec, out, base.train.device, say))
-        lr_records = [load_record(p) for p in plans["lr"]]
-        chosen = {a: d["best_lr"] for a, d in choose_lrs(lr_records).items() if d["best_lr"] is not None}
     steps = scaling_steps(spec) if spec.scaling else None
-    plans = plan_runs(spec, out, chosen_lrs=chosen, size_steps=steps)
+    lr_records, lrs = _tune_lrs(spec, out, base.train.device, steps, states, say) if spec.lr_sweep else ([], None)
+    plans = plan_runs(spec, out, lr_grids={}, lrs=lrs, size_steps=steps)
+    new = [p for p in plans["main"] if p.run_id not in states]  # the tuning seed's runs at the chosen LRs are done
     say(f"main comparison: {len(plans['main'])} runs ({len(spec.activations)} activations x {spec.seeds} seeds"
-        + (f" x {len(spec.scaling_sizes)} sizes" if spec.scaling else "") + ")")
-    states.update(_run_phase(plans["main"], spec, out, base.train.device, say))
+        + (f" x {len(spec.scaling_sizes)} sizes" if spec.scaling else "") + ")"
+        + (f", {len(plans['main']) - len(new)} of them trained in the LR phase" if len(new) < len(plans["main"]) else ""))
+    states.update(_run_phase(new, spec, out, base.train.device, say))
     timings["training_s"] = time.perf_counter() - t1
     if spec.eval_tasks:
         t_eval = time.perf_counter()
@@ -178,6 +176,39 @@ def _compare_locked(spec: SweepSpec, out: Path, base: Config, key: dict, plans: 
     timings["throughput_share"] = timings["throughput_s"] / runs_s if runs_s > 0 else math.nan
     write_summary_json(result, spec, base)
     return result
+
+
+def _tune_lrs(spec: SweepSpec, out: Path, device: str, size_steps: dict | None, states: dict,
+              say) -> tuple[list[RunRecord], dict[tuple[str, str], float]]:
+    """The LR phase (``lr_policy``): train every grid LR, extend each grid whose best LR sits on
+    its edge by one step and train that, until every best is interior or at its extension limit.
+    Returns the LR-phase records and the main phase's LR per (activation, size)."""
+    grids = initial_lr_grids(spec)
+    while True:
+        plans = plan_runs(spec, out, lr_grids=grids, size_steps=size_steps)["lr"]
+        new = [p for p in plans if p.run_id not in states]
+        say(f"LR phase: {len(new)} runs" + (f" ({len(plans) - len(new)} already run)" if len(new) < len(plans) else ""))
+        states.update(_run_phase(new, spec, out, device, say))
+        records = [load_record(p) for p in plans]
+        choices = choose_lrs(records)
+        extra = {key: lr for key, choice in choices.items()
+                 if (lr := next_grid_point(choice, spec.lr_grid, spec.lr_grid_extensions)) is not None}
+        if not extra:
+            break
+        say("LR grid extended past its edge: " + ", ".join(
+            f"{act}{'' if size == 'base' else ' ' + size} {lr:g}" for (act, size), lr in extra.items()))
+        for key, lr in extra.items():
+            grids[key].append(lr)
+    lrs = {key: c["best_lr"] for key, c in choices.items() if c["best_lr"] is not None}
+    tuned = set(lr_tuned_sizes(spec))
+    if spec.scaling and tuned != {s["label"] for s in spec.scaling_sizes}:
+        params = size_params(spec)
+        for act in spec.activations:
+            known = {size: lr for (a, size), lr in lrs.items() if a == act}
+            if known:
+                lrs.update({(act, size): lr for size, lr in interpolate_lrs(params, known).items()
+                            if size not in tuned})
+    return records, lrs
 
 
 def _throughput(spec: SweepSpec, main: list[RunPlan], vocab: int, say) -> dict | None:

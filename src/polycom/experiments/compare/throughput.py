@@ -17,7 +17,7 @@ activations differ.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ class Throughput:
     flops_per_token: float
     reference: str
     control: bool = False  # the second copy of the reference: measures the noise floor
+    round_ratios: list[float] = field(default_factory=list)  # per round, tokens/s over the reference's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,5 +106,5 @@ def measure_throughput(configs: dict[str, Config], vocab_size: int, device: torc
             ratio_q25=float(q25), ratio_q75=float(q75), memory_bytes=memory[act],
             memory_kind="peak allocated (CUDA)" if device.type == "cuda" else "saved for backward (CPU)",
             num_params=models[act].num_params(), flops_per_token=float(models[act].flops_per_token(cfg.data.seq_len)),
-            reference=reference, control=is_control)
+            reference=reference, control=is_control, round_ratios=[float(r) for r in ratios])
     return out
