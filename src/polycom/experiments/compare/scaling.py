@@ -62,7 +62,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 __all__ = ["PowerLaw", "fit_power_law", "SaturatingLaw", "fit_shared_asymptote", "LackOfFit", "lack_of_fit",
-           "compute_multiplier", "compute_multiplier_at", "Multiplier", "ScalingComparison", "scaling_comparison",
+           "count_sizes", "compute_multiplier", "compute_multiplier_at", "Multiplier", "ScalingComparison", "scaling_comparison",
            "WallClockSpeedup", "wall_clock_speedup", "ComputeMultiplier", "compute_multiplier_ci"]
 
 MIN_SIZES_SATURATING = 4
@@ -252,7 +252,7 @@ class Multiplier:
 
 
 def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float, float, str]:
-    failed = float(np.mean(~np.isfinite(replicates))) if replicates.size else 1.0
+    failed = float(np.mean(~np.isfinite(replicates))) if replicates.size else math.nan
     if replicates.size == 0:
         return math.nan, math.nan, failed, "one seed: no interval over seeds"
     if failed > MAX_FAILED_SHARE:
@@ -288,7 +288,8 @@ class ScalingComparison:
         extra = "; ".join(f"at {m.factor:g}x C_max {one(m)}" for m in self.extrapolated)
         return (f"compute multiplier at the largest size {one(self.at_c_max)} ({self.law}; "
                 f"{self.confidence:.0%} interval over {self.n_seeds} paired seeds)"
-                + (f"; extrapolated beyond the measured sizes: {extra}" if extra else ""))
+                + (f"; extrapolated beyond the measured sizes: {extra}" if extra else "")
+                + (f" ({self.law_note})" if self.law_note else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -348,7 +349,7 @@ def scaling_comparison(act_points, base_points, other_points: dict | None = None
     factors = (1.0, *map(float, extrapolate))
     act_law, base_law = fit(None)
     values = [compute_multiplier_at(act_law, base_law, f * c_max) for f in factors]
-    n_seeds = int(np.sum(np.isfinite(act).all(axis=2).any(axis=1)))
+    n_seeds = int(np.sum(np.isfinite(act).all(axis=2).any(axis=1) & np.isfinite(base).all(axis=2).any(axis=1)))
 
     def resampled_multipliers(idx):
         laws = fit(idx)
