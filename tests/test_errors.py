@@ -132,6 +132,50 @@ def test_output_folder_without_write_permission(capsys, tmp_path, corpus):
     finally:
         locked.chmod(0o700)
 
+
+def test_more_threads_than_cores(capsys, tmp_path, corpus):
+    cores = os.cpu_count()
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"train.threads={cores + 1}"),
+                    f"train.threads={cores + 1} is more than the {cores} CPU cores of this machine; "
+                    f"use at most {cores}")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def memory_21gb(monkeypatch):
+    """This machine has 21 GB of RAM available, whatever it really has: exact messages."""
+    from polycom.train import memory_estimate
+
+    monkeypatch.setattr(memory_estimate, "host_available_memory", lambda: 21 * 10**9)
+
+
+@pytest.mark.parametrize("override, culprit", [
+    ("model.d_model=1000000", "model.d_model=1000000, model.n_layers=2"),
+    ("model.vocab_size=2000000000", "model.vocab_size=2000000000"),
+    ("train.micro_batch_size=2000000", "train.micro_batch_size=2000000, data.seq_len=16"),
+])
+def test_sizes_beyond_the_memory_available(capsys, tmp_path, corpus, memory_21gb, override, culprit):
+    extra = ["train.batch_size=2000000"] if override.startswith("train.micro") else []
+    line = _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", override, *extra))
+    assert line.startswith(f"polycom train: error: {culprit}: training needs at least "), line
+    assert "parameters, gradients and AdamW state + " in line and "but this machine has 21 GB available" in line
+    assert not (tmp_path / "cache").exists()  # refused before the data, long before any allocation
+
+
+def test_a_step_larger_than_the_training_split(capsys, tmp_path, corpus):
+    # Memory does not stop it (micro-batches take turns): the step would cycle the corpus.
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", "train.batch_size=4096",
+                                   "train.micro_batch_size=512"),
+                    "train.batch_size=4096: one step would read more sequences than the ",
+                    "of 16 tokens in the training split of data.source=", "lower train.batch_size")
+
+
+def test_dry_run_warns_of_a_model_beyond_the_memory_available(capsys, memory_21gb):
+    assert main(["train", "--dry-run", "model.preset=debug", "model.d_model=1000000", "train.device=cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "\nmemory:            at least " in out
+    assert "\nWARNING: too large for this machine, training here would stop with: model.d_model=1000000" in out
+
 def test_hf_tokenizer_folder_without_tokenizer_json(capsys, tmp_path, corpus):
     folder = tmp_path / "tok"
     folder.mkdir()

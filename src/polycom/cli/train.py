@@ -24,7 +24,7 @@ def register(sub) -> None:
     source.add_argument("--config", "-c", help="a YAML config file or preset name")
     source.add_argument("--preset", choices=list_presets(), help="a packaged preset (default: tiny)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved config, parameter count and tokens per step, then exit")
+                   help="print the resolved config, parameter count, tokens per step and memory estimate, then exit")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in train.out_dir instead of refusing to start")

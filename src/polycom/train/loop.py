@@ -31,6 +31,7 @@ import torch
 
 from ..data import BatchSampler, prepare_data
 from ..data.corpus import describe_source
+from ..errors import UsageError
 from . import distributed as D
 from . import preflight
 from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
@@ -105,6 +106,13 @@ class Trainer:
         # Rank 0 tokenizes, the others then find everything cached; a data error is raised on every rank.
         self.data = D.main_first(lambda main: prepare(self.say if main else lambda *a: None), self.info)
         self.train_sampler = BatchSampler(self.data.stream("train"), cfg.data.seq_len, seed=cfg.train.seed)
+        windows = self.train_sampler.n_windows
+        if cfg.train.batch_size > windows:
+            # Memory is no limit here (micro-batches take turns), but each step would repeat every
+            # sequence, one micro-batch after another, and take batch_size / windows epochs.
+            raise UsageError(f"train.batch_size={cfg.train.batch_size}: one step would read more sequences than the "
+                             f"{windows:,} of {cfg.data.seq_len} tokens in the training split of "
+                             f"data.source={cfg.data.source!r}; lower train.batch_size or use more data")
         self.val_sampler = BatchSampler.validation(self.data.stream("val"), cfg.data.seq_len)
         self.set_samplers = D.main_first(  # eval.sets: name -> sampler, tokenised with the run's tokenizer
             lambda main: prepare_eval_sets(cfg, self.data.tokenizer, self.say if main else lambda *a: None), self.info)

@@ -3,9 +3,11 @@
 ``config.py`` validates values on their own (``optim.lr > 0``) and ``check_paths``
 that the corpus exists; these are the remaining mistakes that would otherwise surface
 as a traceback minutes later, deep inside torch or Hugging Face: a device this torch
-build or machine lacks, a distributed mode without torchrun, an output or cache folder
-that is an existing file or not writable, a local tokenizer path with no tokenizer in it. Each raises
-``UsageError`` naming the key and the fix; the CLI prints it as one line.
+build or machine lacks, a distributed mode without torchrun, more threads than cores, a
+model or micro-batch larger than the memory available (``memory_estimate.py``), an output
+or cache folder that is an existing file or not writable, a local tokenizer path with no
+tokenizer in it. Each raises ``UsageError`` naming the key and the fix; the CLI prints it
+as one line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from ..errors import UsageError
 from . import distributed as D
 from .config import Config
+from .memory_estimate import check_memory
 
 __all__ = ["check"]
 
@@ -24,8 +27,10 @@ __all__ = ["check"]
 def check(cfg: Config) -> None:
     """Raise ``UsageError`` for the first config value this machine cannot honour."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    D.resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = D.resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     D.resolve_mode(cfg.train.parallel, D.DistInfo(world_size=world))
+    _check_threads(cfg.train.threads)
+    check_memory(cfg, device, world)
     _check_folder("train.out_dir", Path(cfg.train.out_dir))
     if cfg.data.cache_dir:
         _check_folder("data.cache_dir", Path(cfg.data.cache_dir))
@@ -35,6 +40,15 @@ def check(cfg: Config) -> None:
         _check_folder("data.cache_dir (default: $POLYCOM_CACHE or ~/.cache/polycom)", default_cache_dir())
     if cfg.data.tokenizer.startswith("hf:"):
         _check_tokenizer_path(cfg.data.tokenizer[3:])
+
+
+def _check_threads(threads: int) -> None:
+    # Each torch thread reserves a stack and an OpenMP slot: 100000 of them end in a MemoryError,
+    # and more threads than cores only make the cores take turns.
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        raise UsageError(f"train.threads={threads} is more than the {cores} CPU cores of this machine; "
+                         f"use at most {cores} (0 = torch's default)")
 
 
 def _check_folder(key: str, path: Path) -> None:

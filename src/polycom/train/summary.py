@@ -1,7 +1,9 @@
-"""``--dry-run``: the resolved config, parameter count and tokens per step, without training.
+"""``--dry-run``: the resolved config, parameter count, tokens per step and memory, without training.
 
 The model is built on the ``meta`` device (no memory), so even the 7B-total
-MoE preset is sized in a second. The vocabulary size comes from the tokenizer
+MoE preset is sized in a second. The memory estimate (``memory_estimate.py``) is
+compared with this machine's: a run too large for it is a warning here (a cluster
+preset is dry-run on a laptop), where training would refuse to start. The vocabulary size comes from the tokenizer
 setting without training it: ``bpe`` -> ``data.vocab_size``, ``byte`` -> 256,
 ``hf:...`` -> ``model.vocab_size`` if set, else the tokenizer is loaded.
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from ..data import STANDARD_CORPORA
+from ..errors import UsageError
+from . import distributed as D
 from .config import Config, ConfigError
+from .memory_estimate import MemoryEstimate, estimate_memory, memory_shortfall, meta_model
 
 __all__ = ["dry_run"]
 
@@ -43,12 +46,8 @@ def _data_status(source: str) -> str:
 
 def dry_run(cfg: Config) -> dict:
     """Sizes of the run described by ``cfg``; ``world_size`` from torchrun's env (1 alone)."""
-    from ..models import build_model
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    mc = cfg.model_config(_vocab_size(cfg))
-    with torch.device("meta"):
-        model = build_model(mc)
+    model = meta_model(cfg, _vocab_size(cfg))
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     accum = cfg.grad_accum(world)
     if accum < 1 or accum * cfg.train.micro_batch_size * world != cfg.train.batch_size:
@@ -58,12 +57,13 @@ def dry_run(cfg: Config) -> dict:
         "num_params": model.num_params(),
         "num_params_non_embedding": model.num_params(exclude_embeddings=True),
         "flops_per_token": float(model.flops_per_token(cfg.data.seq_len)),
-        "vocab_size": mc.vocab_size,
+        "vocab_size": model.config.vocab_size,
         "tokens_per_step": tokens_per_step,
         "total_tokens": tokens_per_step * cfg.train.steps,
         "world_size": world,
         "grad_accum": accum,
         "data": f"{cfg.data.source} ({_data_status(cfg.data.source)})",
+        "memory": estimate_memory(cfg, model, world),
     }
 
 
@@ -80,4 +80,15 @@ def format_dry_run(cfg: Config, info: dict) -> str:
         f"total tokens:      {info['total_tokens']:,} over {cfg.train.steps:,} steps",
         f"training FLOPs:    {total_flops:.3e} ({info['flops_per_token'] / 1e6:,.1f} MFLOPs/token)",
         f"data:              {info['data']}",
+        f"memory:            at least {info['memory'].describe()} per process",
+        *_memory_warning(cfg, info["memory"]),
     ])
+
+
+def _memory_warning(cfg: Config, estimate: MemoryEstimate) -> list[str]:
+    try:
+        device = D.resolve_device(cfg.train.device)
+    except UsageError:  # a device of another machine: nothing here to compare with
+        return []
+    shortfall = memory_shortfall(cfg, estimate, device)
+    return [f"WARNING: too large for this machine, training here would stop with: {shortfall}"] if shortfall else []
