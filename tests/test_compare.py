@@ -176,17 +176,27 @@ def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
     assert "GPU-hours" in out
 
 
-def test_scaling_mode_fits_every_activation_and_scales_tokens_with_parameters(tmp_path):
+def test_scaling_mode_fits_the_shared_law_and_reports_multiplier_lack_of_fit_and_wall_clock(tmp_path):
     sizes = [{"label": "d16", "model.d_model": 16}, {"label": "d24", "model.d_model": 24},
-             {"label": "d32", "model.d_model": 32}]
+             {"label": "d32", "model.d_model": 32}, {"label": "d40", "model.d_model": 40}]
     spec = small_spec(tmp_path, activations=["gelu", "relu"], seeds=2, baseline="gelu", scaling=True, scaling_sizes=sizes,
-                      throughput_rounds=0)
+                      throughput_rounds=3)
     result = compare(spec, tmp_path / "out", say=lambda *a: None)
     steps = {r.size: r.steps for r in result.records}
-    assert steps["d32"] == 8 and steps["d16"] < steps["d24"] < steps["d32"]
-    m = result.summary["scaling"]["multiplier"]["relu"]
-    assert math.isfinite(m["value"]) and m["n_seeds"] == 2
-    assert (result.out / "figures" / "scaling.png").exists()
+    assert steps["d40"] == 8 and steps["d16"] < steps["d24"] < steps["d32"] < steps["d40"]
+    scaling = result.summary["scaling"]
+    c = scaling["comparisons"]["relu"]
+    assert c["law"] == "E + A C^-b, E shared" and c["n_seeds"] == 2
+    assert math.isfinite(c["at_c_max"]["value"]) and [m["factor"] for m in c["extrapolated"]] == [10.0, 100.0]
+    assert all(m["extrapolated"] for m in c["extrapolated"]) and not c["at_c_max"]["extrapolated"]
+    assert scaling["laws"]["relu"]["E"] == scaling["laws"]["gelu"]["E"]  # one irreducible loss for both
+    assert c["wall_clock"]["n_rounds"] == 3 and math.isfinite(c["wall_clock"]["value"])
+    assert c["wall_clock"]["value"] == pytest.approx(c["at_c_max"]["value"] / c["wall_clock"]["speed"])
+    report = (result.out / "REPORT.md").read_text()
+    assert "Across the 4 sizes" in report and "Extrapolated with the fitted law, not measured" in report
+    assert "Lack of fit" in report and "2 paired seeds" in report
+    for name in ("scaling", "scaling_residuals", "scaling_multiplier"):
+        assert (result.out / "figures" / f"{name}.png").exists()
 
 
 def test_submitit_local_executor_gives_the_same_numbers_as_the_local_path(sweep, tmp_path):

@@ -9,7 +9,7 @@ from scipy import stats as sps
 
 from polycom.experiments.compare import stats
 from polycom.experiments.compare.efficiency import token_multiplier, tokens_to_reach
-from polycom.experiments.compare.scaling import PowerLaw, compute_multiplier_ci, fit_power_law
+from polycom.experiments.compare.scaling import PowerLaw, fit_power_law, scaling_comparison
 
 
 def test_describe_matches_the_t_interval_formula():
@@ -105,6 +105,6 @@ def test_power_law_fit_and_compute_multiplier_are_exact_on_synthetic_laws():
     seeds = 3
     act_pts = np.stack([np.stack([compute, act_loss], axis=1)] * seeds)  # (seeds, sizes, 2)
     base_pts = np.stack([np.stack([compute, base.loss(compute)], axis=1)] * seeds)
-    res = compute_multiplier_ci(act_pts, base_pts)
+    res = scaling_comparison(act_pts, base_pts).at_c_max  # 3 sizes: the two-parameter law
     assert res.value == pytest.approx(0.7, rel=1e-9)
     assert res.ci_low == pytest.approx(0.7, rel=1e-9) and res.ci_high == pytest.approx(0.7, rel=1e-9)

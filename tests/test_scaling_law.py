@@ -206,3 +206,11 @@ def test_throughput_summaries_without_round_ratios_still_load():
                memory_kind="saved for backward (CPU)", num_params=10, flops_per_token=60.0, reference="gelu")
     assert Throughput(**old).round_ratios == []
     assert Throughput(**old, round_ratios=[1.0, 0.99]).to_dict()["round_ratios"] == [1.0, 0.99]
+
+
+def test_a_nearly_flat_law_asks_for_infinite_compute_not_an_overflow():
+    from polycom.experiments.compare.scaling import PowerLaw, SaturatingLaw
+
+    assert SaturatingLaw(E=1.0, A=2.0, b=1e-4).compute_for(1.5) == math.inf
+    assert PowerLaw(a=5.0, b=1e-5).compute_for(1.0) == math.inf
+    assert SaturatingLaw(E=1.0, A=2.0, b=0.5).compute_for(2.0) == pytest.approx(4.0)

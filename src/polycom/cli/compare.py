@@ -21,9 +21,12 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, help="seeds per activation")
     p.add_argument("--baseline", help="reference activation (default auto: best of relu/gelu/swiglu/relu2)")
     p.add_argument("--data", help="corpus for every run (same as data.source=...)")
-    p.add_argument("--lr-sweep", action="store_true", help="tune each activation's LR on a grid first")
+    p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=None,
+                   help="tune each activation's LR on a grid first (default: the preset's; tiny and scaling do); "
+                        "--no-lr-sweep: one shared LR (optim.lr)")
     p.add_argument("--lr-grid", help="comma-separated LRs for --lr-sweep")
-    p.add_argument("--scaling", action="store_true", help="train at the preset's model sizes; fit loss vs compute")
+    p.add_argument("--scaling", action="store_true", help="train at the preset's model sizes; fit loss vs compute "
+                                                          "(the study: --preset scaling)")
     p.add_argument("--jobs", type=int, help="runs at once (CPU threads or GPUs split between them)")
     p.add_argument("--launcher", help="local (default), submitit (Slurm) or submitit-local")
     p.add_argument("--throughput-rounds", type=int, help="interleaved steps per activation (0 = skip)")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if args.data:
             overrides.append(f"data.source={args.data}")
         flags = {"activations": args.activations.split(",") if args.activations is not None else None,
-                 "seeds": args.seeds, "baseline": args.baseline, "lr_sweep": args.lr_sweep or None,
+                 "seeds": args.seeds, "baseline": args.baseline, "lr_sweep": args.lr_sweep,
                  "lr_grid": _floats(args.lr_grid, "--lr-grid") if args.lr_grid else None,
                  "scaling": args.scaling or None, "jobs": args.jobs, "launcher": args.launcher,
                  "throughput_rounds": args.throughput_rounds, "eval_limit": args.eval_limit,

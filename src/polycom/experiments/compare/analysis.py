@@ -19,10 +19,12 @@ from .efficiency import token_multiplier
 from .lr_policy import choose_lrs, grid_ratio
 from .metric_tables import metric_table
 from .records import RunRecord
-from .scaling import compute_multiplier_ci
+from .scaling import scaling_comparison, wall_clock_speedup
 from .spec import BASELINE_CANDIDATES, SweepSpec
 
 __all__ = ["analyse", "choose_baseline"]
+
+EXTRAPOLATE = (10.0, 100.0)  # compute multipliers read this far beyond the largest size, labelled extrapolation
 
 
 def _by(records, *keys) -> dict:
@@ -64,7 +66,12 @@ def _token_efficiency(pairs) -> dict:
     return out
 
 
-def _scaling(spec, main, activations, baseline) -> dict:
+def _scaling(spec, main, activations, baseline, throughput) -> dict:
+    """Loss vs compute per activation, the law (``scaling.scaling_comparison``: E + A C^-b with E
+    shared at 4+ sizes, else a C^-b), its lack of fit, the compute multiplier at the largest size and
+    extrapolated beyond it, and the wall-clock time to the baseline's loss (with the speed measured at
+    the largest size, side by side). The multiplier is also read along a compute grid from the
+    smallest size to 100x the largest, for the multiplier-vs-compute figure."""
     sizes = [s["label"] for s in spec.scaling_sizes]
     grid = {}
     for act in activations:
@@ -73,17 +80,33 @@ def _scaling(spec, main, activations, baseline) -> dict:
             if r.activation == act and r.ok:
                 points[r.seed, sizes.index(r.size)] = (r.flops, r.val_loss)
         grid[act] = points
-    complete = ~np.isnan(grid[baseline]).any(axis=(1, 2))
-    out = {"sizes": sizes, "points": {a: p.tolist() for a, p in grid.items()}, "multiplier": {}}
+    out = {"sizes": sizes, "points": {a: p.tolist() for a, p in grid.items()}, "comparisons": {}, "laws": {}}
+    computes = grid[baseline][..., 0]
+    if not np.isfinite(computes).any():
+        return out
+    c_min, c_max = float(np.nanmin(computes)), float(np.nanmax(computes))
+    curve = tuple(float(f) for f in np.geomspace(c_min / c_max, EXTRAPOLATE[-1], 13)
+                  if not np.isclose(f, 1.0)) + EXTRAPOLATE
     for act in activations:
-        keep = complete & ~np.isnan(grid[act]).any(axis=(1, 2))  # seeds with every size of both
-        if act == baseline or keep.sum() < 1:
+        if act == baseline or not np.isfinite(grid[act]).all(axis=2).any():
             continue
-        res = compute_multiplier_ci(grid[act][keep], grid[baseline][keep])
-        out["multiplier"][act] = {"value": res.value, "ci_low": res.ci_low, "ci_high": res.ci_high,
-                                  "n_seeds": res.n_seeds, "c_max": res.c_max,
-                                  "fit": {"a": res.act_fit.a, "b": res.act_fit.b},
-                                  "baseline_fit": {"a": res.base_fit.a, "b": res.base_fit.b}}
+        others = {a: grid[a] for a in activations if a not in (act, baseline)}
+        try:
+            res = scaling_comparison(grid[act], grid[baseline], others, extrapolate=tuple(sorted(set(curve))))
+        except ValueError as exc:  # too few completed sizes for any law
+            out["comparisons"][act] = {"error": str(exc)}
+            continue
+        entry = {k: v for k, v in res.to_dict().items() if k not in ("replicates", "extrapolated")}
+        entry["extrapolated"] = [m.__dict__ for m in res.extrapolated if m.factor in EXTRAPOLATE]
+        entry["curve"] = [m.__dict__ for m in (res.at_c_max, *res.extrapolated)]
+        entry["describe"] = res.describe()
+        entry["fit_check_words"] = {act: res.act_fit_check.describe(), baseline: res.base_fit_check.describe()}
+        speed = (throughput or {}).get(act, {}).get("round_ratios"), (throughput or {}).get(baseline, {}).get("round_ratios")
+        if speed[0] and speed[1] and len(speed[0]) == len(speed[1]):
+            entry["wall_clock"] = wall_clock_speedup(res.replicates, res.at_c_max.value, *speed).to_dict()
+        out["comparisons"][act] = entry
+        out["laws"][act] = dataclasses.asdict(res.act_law) | {"kind": res.law}
+        out["laws"][baseline] = dataclasses.asdict(res.base_law) | {"kind": res.law}
     return out
 
 
@@ -185,5 +208,5 @@ def analyse(spec: SweepSpec, records: list[RunRecord], lr_records: list[RunRecor
     if spec.lr_sweep:
         summary["lr_sweep"] = _lr_sweep(spec, main, lr_records)
     if spec.scaling:
-        summary["scaling"] = _scaling(spec, main, spec.activations, baseline)
+        summary["scaling"] = _scaling(spec, main, spec.activations, baseline, throughput)
     return summary

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_curves", "plot_final", "plot_differences", "plot_lr", "plot_scaling", "plot_throughput",
-           "plot_eval_sets", "plain_log_axis"]
+           "plot_eval_sets", "plain_log_axis", "plot_scaling_residuals", "plot_scaling_multiplier"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -96,8 +96,8 @@ def plain_log_axis(ax, axis: str = "x") -> None:
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
     target.set_major_formatter(plain)
     low, high = (ax.get_xlim() if axis == "x" else ax.get_ylim())
-    if high / low < 10:  # no decade tick inside: label the minor ticks instead (1, 2, 5 per decade)
-        target.set_minor_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    if high / low < 100:  # one decade tick or none inside: label minor ticks at 2 and 5 per decade
+        target.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
         target.set_minor_formatter(plain)
     else:
         target.set_minor_formatter(FuncFormatter(lambda v, _: ""))
@@ -130,25 +130,94 @@ def plot_lr(lr_sweep: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _law_loss(law: dict, compute: np.ndarray) -> np.ndarray:
+    if "E" in law:  # E + A C^-b
+        return law["E"] + law["A"] * compute ** (-law["b"])
+    return law["a"] * compute ** (-law["b"])
+
+
 def plot_scaling(scaling: dict, path: Path, baseline: str) -> Path:
-    """Final loss vs training compute, log-log, with each activation's fitted power law."""
+    """Final loss vs training compute (log-log): every seed's point, each activation's fitted law
+    over the measured range (solid) and extrapolated to 100x the largest compute (dotted)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (act, pts) in enumerate(scaling["points"].items()):
         p = np.array(pts, dtype=float).reshape(-1, 2)  # (seeds * sizes, [compute, loss])
         p = p[~np.isnan(p).any(axis=1)]
         if not len(p):
             continue
-        ax.scatter(p[:, 0], p[:, 1], s=12, color=f"C{i}", label=act)
-        fit = scaling["multiplier"].get(act, {}).get("fit") or (
-            next(iter(scaling["multiplier"].values()), {}).get("baseline_fit") if act == baseline else None)
-        if fit:
-            c = np.geomspace(p[:, 0].min(), p[:, 0].max(), 50)
-            ax.plot(c, fit["a"] * c ** (-fit["b"]), color=f"C{i}", lw=1)
+        ax.scatter(p[:, 0], p[:, 1], s=12, color=f"C{i}", label=act + (" (baseline)" if act == baseline else ""))
+        law = scaling.get("laws", {}).get(act)
+        if law:
+            inside = np.geomspace(p[:, 0].min(), p[:, 0].max(), 50)
+            beyond = np.geomspace(p[:, 0].max(), 100 * p[:, 0].max(), 30)
+            ax.plot(inside, _law_loss(law, inside), color=f"C{i}", lw=1.2)
+            ax.plot(beyond, _law_loss(law, beyond), color=f"C{i}", lw=1, ls=":")
+    kind = next(iter(scaling.get("laws", {}).values()), {}).get("kind", "")
     plain_log_axis(ax, "x")
     plain_log_axis(ax, "y")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("final validation loss")
-    ax.set_title("Scaling: loss vs compute, fitted L = a C^-b")
+    ax.set_title(f"Loss vs compute, fitted {kind} (dotted: extrapolation)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scaling_residuals(scaling: dict, path: Path, baseline: str) -> Path:
+    """Per size: each activation's mean residual (observed minus fitted loss) with +-2 seed
+    standard errors: a law that fits lies within its bars at every size."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    shown = {}  # activation -> its lack-of-fit check (every comparison holds the same joint fit)
+    for act, comparison in scaling["comparisons"].items():
+        if "act_fit_check" in comparison:
+            shown[act] = comparison["act_fit_check"]
+            shown[baseline] = comparison["base_fit_check"]
+    for i, act in enumerate(scaling["points"]):
+        check = shown.get(act)
+        if not check:
+            continue
+        x = np.array(check["compute"]) * (1 + 0.04 * (i - len(shown) / 2))  # side by side, not on top
+        ax.errorbar(x, check["mean_residual"], yerr=2 * np.array(check["se"]), fmt="o", capsize=3, color=f"C{i}",
+                    label=f"{act} (p = {check['p_value']:.2g})" if math.isfinite(check["p_value"]) else act)
+    ax.axhline(0, color="k", lw=1)
+    plain_log_axis(ax, "x")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("mean residual: observed - fitted loss")
+    ax.set_title("Lack of fit: residuals per size, bars +-2 seed standard errors", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scaling_multiplier(scaling: dict, path: Path, baseline: str) -> Path:
+    """Compute multiplier vs the baseline's compute (log-log), with its 95% bootstrap band clipped to
+    [1/30, 30] (a wider band says only "undetermined"); right of the largest measured size (the
+    vertical line) it is extrapolation."""
+    clip = 30.0
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = {act: f"C{i}" for i, act in enumerate(scaling["points"])}  # as in scaling.png
+    c_max, clipped = None, False
+    for act, comparison in scaling["comparisons"].items():
+        curve = sorted(comparison.get("curve", []), key=lambda m: m["compute"])
+        if not curve:
+            continue
+        c_max = comparison["c_max"]
+        x = np.array([m["compute"] for m in curve])
+        value, low, high = (np.array([m[k] for m in curve], dtype=float) for k in ("value", "ci_low", "ci_high"))
+        clipped |= bool(np.any(low < 1 / clip) or np.any(high > clip) or np.any(value > clip))
+        ax.plot(x, np.clip(value, 1 / clip, clip), color=colours[act], label=f"{act} ({comparison['n_seeds']} seeds)")
+        ax.fill_between(x, np.clip(low, 1 / clip, clip), np.clip(high, 1 / clip, clip), color=colours[act], alpha=0.2,
+                        lw=0)
+    ax.axhline(1, color="k", lw=1)
+    plain_log_axis(ax, "x")
+    plain_log_axis(ax, "y")
+    if c_max:
+        ax.axvline(c_max, color="0.4", lw=1, ls="--")
+        ax.text(c_max, ax.get_ylim()[1], " extrapolation ->", va="top", fontsize=8, color="0.3")
+    ax.set_xlabel(f"{baseline}'s training FLOPs")
+    ax.set_ylabel(f"compute to reach {baseline}'s loss / {baseline}'s")
+    ax.set_title("Compute multiplier (below 1: less compute than the baseline), 95% band"
+                 + (f"; clipped at {clip:g}x" if clipped else ""), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)

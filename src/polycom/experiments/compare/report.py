@@ -17,6 +17,7 @@ import torch
 from ...data.tokenizer import ByteTokenizer
 from ...environment import git_commit, machine_description, package_versions
 from . import inside, plots
+from .scaling_report import scaling_section, scaling_verdict
 from ...train.files import write_json_atomic, write_text_atomic
 from .records import csv_header
 
@@ -38,6 +39,8 @@ def _table(header, rows) -> str:
 
 def _verdict_lines(summary: dict) -> list[str]:
     base, lines = summary["baseline"], []
+    if summary["main_size"] != "base":
+        lines.append(f"At the largest size ({summary['main_size']}):")
     for act, c in summary["comparisons"].items():
         loss = c["val_loss"]
         what = c["verdict"]
@@ -147,13 +150,17 @@ def write_report(result, spec, base) -> None:
     if s.get("lr_sweep"):
         figs.append(plots.plot_lr(s["lr_sweep"], figures / "lr_sweep.png"))
     if s.get("scaling"):
-        figs.append(plots.plot_scaling(s["scaling"], figures / "scaling.png", base_name))
+        figs += [plots.plot_scaling(s["scaling"], figures / "scaling.png", base_name),
+                 plots.plot_scaling_residuals(s["scaling"], figures / "scaling_residuals.png", base_name),
+                 plots.plot_scaling_multiplier(s["scaling"], figures / "scaling_multiplier.png", base_name)]
     if s.get("throughput"):
         figs.append(plots.plot_throughput(s["throughput"], figures / "throughput.png"))
     if s.get("eval_sets"):
         plots.plot_eval_sets(s["eval_sets"], figures / "eval_sets.png", base_name)  # shown in its own section
 
-    md = ["# polycom compare", "", "## Verdict", "", *_verdict_lines(s), "",
+    across = (["", f"Across the {len(s['scaling']['sizes'])} sizes (loss vs training compute):",
+               *scaling_verdict(s["scaling"], base_name)] if s.get("scaling") else [])
+    md = ["# polycom compare", "", "## Verdict", "", *_verdict_lines(s), *across, "",
           "Lower loss is better. A verdict is 'better' or 'worse' only when the paired t-test, "
           "Holm-adjusted for the number of activations compared with the baseline, gives p < 0.05.", "",
           "## Setting", "", *_setting(result, spec, base), "", "## Main table", "", _main_table(s), "",
@@ -223,12 +230,7 @@ def _detail_sections(result, spec) -> list[str]:
     if s.get("lr_sweep"):
         out += _lr_section(s["lr_sweep"])
     if s.get("scaling"):
-        out += ["## Scaling", "", _table(["activation", "compute multiplier at the largest size [95% bootstrap CI]",
-                                          "fit b"],
-                                         [[a, f"{_f(m['value'], 2)}x [{_f(m['ci_low'], 2)}, {_f(m['ci_high'], 2)}]",
-                                           _f(m["fit"]["b"], 4)] for a, m in s["scaling"]["multiplier"].items()]),
-                "", f"Multiplier < 1: the activation matches {base}'s fitted loss at the largest size with that share "
-                "of the compute (fit L = a C^-b over the sizes run; a local description, not an extrapolation).", ""]
+        out += scaling_section(s["scaling"], base)
     out += _eval_sets_section(s) + _downstream_section(s)
     failed = [(a, f) for a, d in s["per_activation"].items() for f in d["not_ok"]]
     if failed:

@@ -62,13 +62,20 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 __all__ = ["PowerLaw", "fit_power_law", "SaturatingLaw", "fit_shared_asymptote", "LackOfFit", "lack_of_fit",
-           "count_sizes", "compute_multiplier", "compute_multiplier_at", "Multiplier", "ScalingComparison", "scaling_comparison",
-           "WallClockSpeedup", "wall_clock_speedup", "ComputeMultiplier", "compute_multiplier_ci"]
+           "count_sizes", "compute_multiplier_at", "Multiplier", "ScalingComparison", "scaling_comparison",
+           "WallClockSpeedup", "wall_clock_speedup"]
 
 MIN_SIZES_SATURATING = 4
 SHARED_LAW = "E + A C^-b, E shared"
 POWER_LAW = "a C^-b"
 MAX_FAILED_SHARE = 0.1  # above this the surviving replicates are a biased sample: no interval
+
+
+def _exp(log_compute: float) -> float:
+    """exp, with inf past float range: a law with a tiny exponent reaches a loss only at an
+    astronomically large compute, and a bootstrap replicate may ask for one (inf then counts as
+    a replicate without a finite multiplier)."""
+    return math.exp(log_compute) if log_compute < 709.0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class PowerLaw:
         """The compute at which the fitted law reaches ``loss``."""
         if self.b <= 0:
             return math.nan  # loss does not fall with compute: no finite answer
-        return float((self.a / loss) ** (1.0 / self.b))
+        return _exp(math.log(self.a / loss) / self.b)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class SaturatingLaw:
         """The compute at which the fitted law reaches ``loss``; nan at or below E (never reached)."""
         if self.b <= 0 or self.A <= 0 or not loss > self.E:
             return math.nan
-        return float(((loss - self.E) / self.A) ** (-1.0 / self.b))
+        return _exp(-math.log((loss - self.E) / self.A) / self.b)
 
 
 def _finite_rows(points) -> np.ndarray:
@@ -234,9 +241,6 @@ def lack_of_fit(points, law: PowerLaw | SaturatingLaw) -> LackOfFit:
 def compute_multiplier_at(act_law, base_law, c: float) -> float:
     """C_act / c where the activation's law reaches the baseline's loss at c (either law kind)."""
     return act_law.compute_for(float(base_law.loss(c))) / c
-
-
-compute_multiplier = compute_multiplier_at  # the name analysis.py imports
 
 
 @dataclass(frozen=True)
@@ -411,46 +415,3 @@ def wall_clock_speedup(multiplier_replicates, multiplier_value: float, act_round
         tail = 50 * (1 - confidence)
         low, high = map(float, np.percentile(m / s, [tail, 100 - tail]))
     return WallClockSpeedup(float(value), low, high, float(q50), float(q25), float(q75), int(speeds.size), note)
-
-
-@dataclass(frozen=True)
-class ComputeMultiplier:
-    value: float
-    ci_low: float
-    ci_high: float
-    act_fit: PowerLaw
-    base_fit: PowerLaw
-    c_max: float
-    n_seeds: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def compute_multiplier_ci(act_points: np.ndarray, base_points: np.ndarray, confidence: float = 0.95,
-                          n_resamples: int = 2000, seed: int = 0) -> ComputeMultiplier:
-    """The two-parameter comparison in the shape analysis.py reads; ``scaling_comparison``
-    supersedes it (the shared-E law, lack of fit, extrapolation, failed replicates)."""
-    act_points, base_points = np.asarray(act_points, dtype=float), np.asarray(base_points, dtype=float)
-    if act_points.shape != base_points.shape or act_points.ndim != 3 or act_points.shape[2] != 2:
-        raise ValueError(f"compute_multiplier_ci: need two (seeds, sizes, 2) arrays of one shape, "
-                         f"got {act_points.shape} and {base_points.shape}")
-    n_seeds = act_points.shape[0]
-    c_max = float(base_points[..., 0].max())
-
-    def multiplier(seed_idx) -> float:
-        idx = np.asarray(seed_idx, dtype=int)
-        a = act_points[idx].reshape(-1, 2)  # (seeds * sizes, 2)
-        b = base_points[idx].reshape(-1, 2)
-        return compute_multiplier(fit_power_law(a[:, 0], a[:, 1]), fit_power_law(b[:, 0], b[:, 1]), c_max)
-
-    act_fit = fit_power_law(*act_points.reshape(-1, 2).T)
-    base_fit = fit_power_law(*base_points.reshape(-1, 2).T)
-    value = compute_multiplier(act_fit, base_fit, c_max)
-    low = high = math.nan
-    if n_seeds >= 2:
-        res = stats.bootstrap((np.arange(n_seeds),), multiplier, vectorized=False, method="percentile",
-                              confidence_level=confidence, n_resamples=n_resamples,
-                              random_state=np.random.default_rng(seed))
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return ComputeMultiplier(value, low, high, act_fit, base_fit, c_max, n_seeds)

@@ -123,7 +123,8 @@ class SweepSpec:
                 raise ConfigError(f"{key}: set by the sweep for each run and cannot be overridden "
                                   "(use --activations, --seeds, --out)")
             if key == "optim.lr" and self.lr_sweep:
-                raise ConfigError("optim.lr: --lr-sweep chooses each activation's LR; drop the override or the flag")
+                raise ConfigError("optim.lr: the LR sweep chooses each activation's LR; drop the override, or add "
+                                  "--no-lr-sweep for one shared LR")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
