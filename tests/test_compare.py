@@ -164,15 +164,19 @@ def test_bad_override_and_foreign_folder_and_small_corpus(tmp_path, capsys):
     assert "--seeds: must be an integer >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "paper-dense-1b", "paper-moe-1b-7b"])
+@pytest.mark.parametrize("preset", ["tiny", "scaling", "small", "paper-dense-1b", "paper-moe-1b-7b"])
 def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
     assert main(["compare", "--preset", preset, "--dry-run"]) == 0
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("main ")]
+    lr_runs = [line for line in out.splitlines() if line.startswith("lr ")]
     spec_acts = {"paper-moe-1b-7b": 2, "paper-dense-1b": 5}.get(preset, 6)
-    seeds = 5 if preset == "tiny" else 3  # tiny needs 5 seeds to resolve a difference (docs/compare.md)
-    assert len(runs) == spec_acts * seeds  # activations x seeds, each with its size and cost
-    assert all(" params, " in line and " FLOPs" in line for line in runs)
+    # tiny tunes every LR on 3 grid points; seed 0's main runs are its LR-phase runs, not listed twice
+    spec_acts = 3 if preset == "scaling" else spec_acts
+    sizes = 5 if preset == "scaling" else 1
+    seeds, grid = {"tiny": (2, 3), "scaling": (2, 3)}.get(preset, (3, 0))
+    assert len(runs) == spec_acts * seeds * sizes and len(lr_runs) == spec_acts * grid * sizes
+    assert all(" params, " in line and " FLOPs" in line for line in runs + lr_runs)
     assert "GPU-hours" in out
 
 

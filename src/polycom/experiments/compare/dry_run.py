@@ -24,18 +24,20 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
     spec.validate()
     steps = scaling_steps(spec) if spec.scaling else None
     plans = plan_runs(spec, Path(out), size_steps=steps)
-    lines, total, seen = [], 0.0, set()
+    # With the LR sweep on the full schedule, the tuning seed's main run is its LR-phase run at the
+    # chosen LR: it is not a run of its own. The other main runs' LRs are known once the LR phase ran.
+    reused = spec.lr_sweep and spec.lr_sweep_fraction == 1
+    lines, total = [], 0.0
     for phase in ("lr", "main"):
         for plan in plans[phase]:
-            if plan.run_id in seen:  # a main run that is also an LR-phase run: one run, counted once
+            if phase == "main" and reused and plan.seed == spec.lr_tune_seed:
                 continue
-            seen.add(plan.run_id)
-            cfg = Config.from_dict(plan.config)
-            info = dry_run(cfg)
+            info = dry_run(Config.from_dict(plan.config))
             flops = info["flops_per_token"] * info["total_tokens"]
             total += flops
+            lr = "tuned" if phase == "main" and spec.lr_sweep else f"{plan.lr:g}"
             lines.append(f"{phase:<4} {plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
-                         f"{flops:.3e} FLOPs, lr {plan.lr:g}")
+                         f"{flops:.3e} FLOPs, lr {lr}")
     first = Config.from_dict(plans["main"][0].config)
     return "\n".join([
         "# shared config (first main run; per run: model.activation, train.seed, optim.lr, size overrides)",
@@ -49,7 +51,6 @@ def _lr_phase_note(spec: SweepSpec) -> list[str]:
     if not spec.lr_sweep:
         return []
     return [f"# the LR phase: its initial grid is listed; a grid whose best LR is on its edge grows by one step, up to "
-            f"{spec.lr_grid_extensions} per side (one more run each); main runs are listed at the shared LR, their "
-            "tuned LRs are known once the LR phase has run"
-            + ("; a main run that is also an LR-phase run is listed and counted once" if spec.lr_sweep_fraction == 1
-               else "")]
+            f"{spec.lr_grid_extensions} per side (one more run each); main runs get their activation's tuned LR"
+            + (f" (their folder names show the shared LR until then); seed {spec.lr_tune_seed}'s main runs are its "
+               "LR-phase runs at the chosen LRs, not listed again" if spec.lr_sweep_fraction == 1 else "")]

@@ -121,6 +121,8 @@ def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
     out = Path(out)
     spec.validate()
     base = base_config(spec)
+    # The runs write under out/runs, never to the preset's train.out_dir: preflight checks that folder.
+    base.train.out_dir = str(out / "runs")
     key = sweep_key(spec)
     _check_out_folder(out, key)
     plans = plan_runs(spec, out)  # validates every run's config before anything runs
