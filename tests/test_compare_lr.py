@@ -112,6 +112,7 @@ def test_scaling_lrs_tuned_at_the_ends_are_interpolated_between(tmp_path):
     ({"lr_tune_seed": 1.5}, "lr_tune_seed: must be an integer"),
     ({"lr_tune_sizes": "some"}, "lr_tune_sizes: must be 'each' or 'ends'"),
     ({"tokens_per_param": -2.0}, "tokens_per_param: must be a number >= 0"),
+    ({"lr_tie_tolerance": -0.1}, "lr_tie_tolerance: must be a number >= 0"),
 ])
 def test_bad_lr_policy_settings_name_their_key(tmp_path, settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -134,3 +135,16 @@ def test_log_axes_get_plain_tick_labels(tmp_path):
     assert shown and not any("times" in t or "^" in t or "$" in t for t in shown), shown
     assert "5" in shown and "2" in shown  # within one decade the minor ticks are labelled plainly
     plt.close(fig)
+
+
+def test_lrs_one_seed_cannot_separate_go_to_the_smaller_one():
+    # polynorm in the 2026-12-07 default sweep: 1.6e-2 beat 8e-3 by 0.008 nats on seed 0, then spiked on seed 1
+    lrs, losses = [4e-3, 8e-3, 1.6e-2, 3.2e-2], [4.1731, 4.0565, 4.0481, 4.9924]
+    assert choose_lr(lrs, losses)["best_lr"] == 1.6e-2  # the plain argmin
+    c = choose_lr(lrs, losses, tie_tolerance=0.02)
+    assert c["best_lr"] == 8e-3 and c["lowest_loss_lr"] == 1.6e-2 and c["at_edge"] is None
+    assert c["sensitivity"] == pytest.approx(((4.1731 - 4.0565) + (4.0481 - 4.0565)) / 2)
+    # a tie at the grid's low edge puts the chosen LR on the edge: the grid grows downwards
+    c = choose_lr([4e-3, 8e-3, 1.6e-2], [4.2514, 4.2395, 4.5721], tie_tolerance=0.02)
+    assert c["best_lr"] == 4e-3 and c["at_edge"] == "low"
+    assert next_grid_point(c, [4e-3, 8e-3, 1.6e-2], 2) == pytest.approx(2e-3)

@@ -124,13 +124,14 @@ def _lr_sweep(spec: SweepSpec, main: list[RunRecord], lr_records: list[RunRecord
     the grid's edge after the extensions, its sensitivity, and the LR the main runs used."""
     used = {(r.activation, r.size): r.lr for r in main}
     by_size: dict[str, dict] = {}
-    for (act, size), choice in choose_lrs(lr_records).items():
+    for (act, size), choice in choose_lrs(lr_records, spec.lr_tie_tolerance).items():
         by_size.setdefault(size, {})[act] = dict(choice, lr_used=used.get((act, size), math.nan))
     interpolated = {size: {a: lr for (a, s), lr in used.items() if s == size}
                     for size in dict.fromkeys(r.size for r in main) if size not in by_size}
     return {"by_size": by_size, "interpolated": interpolated, "initial_grid": list(spec.lr_grid),
             "grid_ratio": grid_ratio(spec.lr_grid), "extension_limit": spec.lr_grid_extensions,
-            "tune_seed": spec.lr_tune_seed, "schedule_fraction": spec.lr_sweep_fraction}
+            "tune_seed": spec.lr_tune_seed, "schedule_fraction": spec.lr_sweep_fraction,
+            "tie_tolerance": spec.lr_tie_tolerance}
 
 
 def _eval_sets(names: list[str], at_size: dict, activations: list[str], baseline: str) -> dict:

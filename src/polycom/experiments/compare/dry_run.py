@@ -27,7 +27,7 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
     # With the LR sweep on the full schedule, the tuning seed's main run is its LR-phase run at the
     # chosen LR: it is not a run of its own. The other main runs' LRs are known once the LR phase ran.
     reused = spec.lr_sweep and spec.lr_sweep_fraction == 1
-    lines, total = [], 0.0
+    lines, total, memory = [], 0.0, None
     for phase in ("lr", "main"):
         for plan in plans[phase]:
             if phase == "main" and reused and plan.seed == spec.lr_tune_seed:
@@ -35,6 +35,8 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
             info = dry_run(Config.from_dict(plan.config))
             flops = info["flops_per_token"] * info["total_tokens"]
             total += flops
+            if memory is None or info["memory"].total_bytes > memory[1].total_bytes:
+                memory = (plan.run_id, info["memory"])
             lr = "tuned" if phase == "main" and spec.lr_sweep else f"{plan.lr:g}"
             lines.append(f"{phase:<4} {plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
                          f"{flops:.3e} FLOPs, lr {lr}")
@@ -44,6 +46,7 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
         first.to_yaml().rstrip(), "# runs", *lines, "# cost",
         f"{len(lines)} runs, {total:.3e} training FLOPs in all = {total / ASSUMED_FLOPS_PER_S / 3600:.2f} GPU-hours "
         "at an assumed 40% MFU of an H100 (989 TFLOP/s bf16)",
+        f"memory: the largest run ({memory[0]}) needs at least {memory[1].describe()} per process",
         *_lr_phase_note(spec)])
 
 

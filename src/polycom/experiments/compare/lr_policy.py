@@ -33,30 +33,38 @@ def grid_ratio(grid: list[float]) -> float:
     return (hi / lo) ** (1.0 / (len(grid) - 1))
 
 
-def choose_lr(lrs: list[float], losses: list[float]) -> dict:
-    """The best LR of one (activation, size) from its grid runs: the lowest final validation
-    loss among the finite ones; ``at_edge`` is "low" or "high" when it is the grid's smallest or
-    largest LR (a diverged neighbour beyond it makes it interior: the optimum is bracketed)."""
+def choose_lr(lrs: list[float], losses: list[float], tie_tolerance: float = 0.0) -> dict:
+    """The LR of one (activation, size) from its grid runs: the smallest LR whose final validation
+    loss is within ``tie_tolerance`` of the lowest (the one-standard-error rule of model selection,
+    Breiman et al. 1984: among settings one run cannot tell apart, the conservative one). Smaller,
+    because the loss rises gently below the optimum and steeply and erratically above it, where
+    one seed's good run at the edge of stability is the next seed's loss spike. ``at_edge`` is
+    "low" or "high" when the chosen LR is the grid's smallest or largest (a diverged neighbour
+    beyond it makes it interior: the optimum is bracketed); ``lowest_loss_lr`` is the plain argmin."""
     order = sorted(range(len(lrs)), key=lambda i: lrs[i])
     grid = [float(lrs[i]) for i in order]
     values = [float(losses[i]) for i in order]
     finite = [i for i, v in enumerate(values) if math.isfinite(v)]
     if not finite:
-        return {"grid": grid, "val_loss": values, "best_lr": None, "at_edge": None, "sensitivity": math.nan}
-    best = min(finite, key=lambda i: values[i])
-    extra = [values[j] - values[best] for j in (best - 1, best + 1) if 0 <= j < len(values) and math.isfinite(values[j])]
-    edge = "low" if best == 0 else ("high" if best == len(grid) - 1 else None)
-    return {"grid": grid, "val_loss": values, "best_lr": grid[best], "at_edge": edge,
+        return {"grid": grid, "val_loss": values, "best_lr": None, "lowest_loss_lr": None, "at_edge": None,
+                "sensitivity": math.nan}
+    lowest = min(finite, key=lambda i: values[i])
+    chosen = min(i for i in finite if values[i] <= values[lowest] + tie_tolerance)
+    extra = [values[j] - values[chosen] for j in (chosen - 1, chosen + 1)
+             if 0 <= j < len(values) and math.isfinite(values[j])]
+    edge = "low" if chosen == 0 else ("high" if chosen == len(grid) - 1 else None)
+    return {"grid": grid, "val_loss": values, "best_lr": grid[chosen], "lowest_loss_lr": grid[lowest],
+            "at_edge": edge,
             # No finite neighbour (both diverged): a factor of the grid step costs everything.
             "sensitivity": float(np.mean(extra)) if extra else math.inf}
 
 
-def choose_lrs(lr_records) -> dict[tuple[str, str], dict]:
+def choose_lrs(lr_records, tie_tolerance: float = 0.0) -> dict[tuple[str, str], dict]:
     """``choose_lr`` for every (activation, size) of the LR phase's records (a failed run's loss is nan)."""
     groups = defaultdict(list)
     for r in lr_records:
         groups[(r.activation, r.size)].append(r)
-    return {key: choose_lr([r.lr for r in recs], [r.val_loss if r.ok else math.nan for r in recs])
+    return {key: choose_lr([r.lr for r in recs], [r.val_loss if r.ok else math.nan for r in recs], tie_tolerance)
             for key, recs in groups.items()}
 
 

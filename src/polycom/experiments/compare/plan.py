@@ -125,6 +125,7 @@ def sweep_key(spec: SweepSpec) -> dict:
            "scaling_sizes": spec.scaling_sizes if spec.scaling else None, "eval_points": spec.eval_points}
     if spec.lr_sweep:
         key.update(lr_grid_extensions=spec.lr_grid_extensions, lr_tune_seed=spec.lr_tune_seed,
+                   lr_tie_tolerance=spec.lr_tie_tolerance,
                    lr_tune_sizes=spec.lr_tune_sizes if spec.scaling else None)
     if spec.scaling and spec.tokens_per_param:
         key["tokens_per_param"] = spec.tokens_per_param
@@ -196,14 +197,16 @@ def scaling_steps(spec: SweepSpec) -> dict[str, int]:
     A size may set ``train.steps`` itself."""
     base = base_config(spec).to_dict()
     params = size_params(spec)
-    explicit = {s["label"]: s.get("train.steps") for s in spec.scaling_sizes}
-    tokens_per_step = base["train"]["batch_size"] * base["data"]["seq_len"]
+    by_label = {s["label"]: s for s in spec.scaling_sizes}
     largest = max(params.values())
 
     def steps(label: str) -> int:
-        if explicit[label]:
-            return explicit[label]
-        if spec.tokens_per_param:
+        size = by_label[label]
+        if size.get("train.steps"):
+            return size["train.steps"]
+        if spec.tokens_per_param:  # a size may set its own batch (larger models, larger batches)
+            tokens_per_step = (size.get("train.batch_size", base["train"]["batch_size"])
+                               * size.get("data.seq_len", base["data"]["seq_len"]))
             return max(1, round(spec.tokens_per_param * params[label] / tokens_per_step))
         return max(1, round(base["train"]["steps"] * params[label] / largest))
 

@@ -118,7 +118,7 @@ def plot_lr(lr_sweep: dict, path: Path) -> Path:
             ax.plot(grid[inside], loss[inside], "o", color=f"C{i}", ms=4)
             ax.plot(grid[~inside], loss[~inside], "o", color=f"C{i}", mfc="white", ms=5)
             if d["best_lr"] is not None:
-                ax.plot([d["best_lr"]], [min(v for v in loss if math.isfinite(v))], "*", color=f"C{i}", ms=12)
+                ax.plot([d["best_lr"]], [loss[d["grid"].index(d["best_lr"])]], "*", color=f"C{i}", ms=12)
         ax.set_xlabel("peak learning rate")
         plain_log_axis(ax, "x")
         ax.set_title("LR sweep" + ("" if size == "base" else f": {size}"), fontsize=10)

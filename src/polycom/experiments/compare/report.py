@@ -240,17 +240,21 @@ def _detail_sections(result, spec) -> list[str]:
 
 
 def _lr_section(sweep: dict) -> list[str]:
-    rows = [[a, size, _f(d["best_lr"], 3, "g"), _f(d["lr_used"], 3, "g"), len(d["grid"]),
+    rows = [[a, size, _f(d["best_lr"], 3, "g"), _f(d["lowest_loss_lr"], 3, "g"), _f(d["lr_used"], 3, "g"),
+             len(d["grid"]),
              f"{_f(min(d['grid']), 3, 'g')}-{_f(max(d['grid']), 3, 'g')}", d["at_edge"] or "interior",
              _f(d["sensitivity"])]
             for size, per_act in sweep["by_size"].items() for a, d in per_act.items()]
     lines = ["## Learning rates", "",
-             _table(["activation", "size", "best LR", "LR of the main runs", "grid points", "grid range",
+             _table(["activation", "size", "chosen LR", "lowest loss at", "LR of the main runs", "grid points",
+                     "grid range",
                      "best at", "sensitivity (Δ loss one grid step away)"], rows), "",
              f"Each LR-phase run trains {_f(sweep['schedule_fraction'], 3, 'g')} of its size's schedule with seed "
              f"{sweep['tune_seed']}; a best LR on the grid's edge extends the grid by one x{sweep['grid_ratio']:.3g} "
-             f"step, up to {sweep['extension_limit']} per side. Sensitivity: the mean extra final loss at the best "
-             "LR's grid neighbours, one run each (seed noise included)."]
+             f"step, up to {sweep['extension_limit']} per side. The chosen LR is the smallest within "
+             f"{sweep['tie_tolerance']:g} nats of the lowest loss (one seed cannot separate closer LRs, and above the "
+             "optimum the next seed may spike); 'lowest loss at' is the plain argmin. Sensitivity: the mean extra "
+             "final loss at the chosen LR's grid neighbours, one run each (seed noise included)."]
     if sweep.get("interpolated"):
         lines += ["", "Sizes not tuned, LR interpolated in log-size: " + "; ".join(
             f"{size}: " + ", ".join(f"{a} {_f(lr, 3, 'g')}" for a, lr in lrs.items())

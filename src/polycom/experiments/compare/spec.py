@@ -54,6 +54,9 @@ class SweepSpec:
     # tuning seed's run at the chosen LR is its main run; below 1 is a shortened proxy (docs/compare.md).
     lr_sweep_fraction: float = 1.0
     lr_grid_extensions: int = 2  # grid steps added past an edge holding the best LR, per side, at most
+    # Nats: the smallest LR within this of the lowest loss is chosen (lr_policy.choose_lr). 0.02 is about
+    # half the seed-to-seed std of the tiny preset's final loss (0.035-0.045 at 5 seeds, 2026-12-03).
+    lr_tie_tolerance: float = 0.02
     lr_tune_seed: int = 0  # the seed of the LR phase; one of the main seeds reuses its runs
     lr_tune_sizes: str = "each"  # scaling: tune at "each" size, or at the two "ends" and interpolate
     scaling: bool = False
@@ -94,6 +97,8 @@ class SweepSpec:
             raise ConfigError(f"--lr-grid: duplicates in {self.lr_grid}")
         if not _whole(self.lr_grid_extensions) or self.lr_grid_extensions < 0:
             raise ConfigError(f"lr_grid_extensions: must be an integer >= 0, got {self.lr_grid_extensions!r}")
+        if not isinstance(self.lr_tie_tolerance, (int, float)) or not 0 <= self.lr_tie_tolerance < math.inf:
+            raise ConfigError(f"lr_tie_tolerance: must be a number >= 0 (nats), got {self.lr_tie_tolerance!r}")
         if not _whole(self.lr_tune_seed) or self.lr_tune_seed < 0:
             raise ConfigError(f"lr_tune_seed: must be an integer >= 0, got {self.lr_tune_seed!r}")
         if self.lr_tune_sizes not in ("each", "ends"):

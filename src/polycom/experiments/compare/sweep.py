@@ -192,7 +192,7 @@ def _tune_lrs(spec: SweepSpec, out: Path, device: str, size_steps: dict | None, 
         say(f"LR phase: {len(new)} runs" + (f" ({len(plans) - len(new)} already run)" if len(new) < len(plans) else ""))
         states.update(_run_phase(new, spec, out, device, say))
         records = [load_record(p) for p in plans]
-        choices = choose_lrs(records)
+        choices = choose_lrs(records, spec.lr_tie_tolerance)
         extra = {key: lr for key, choice in choices.items()
                  if (lr := next_grid_point(choice, spec.lr_grid, spec.lr_grid_extensions)) is not None}
         if not extra:
