@@ -164,7 +164,7 @@ def test_bad_override_and_foreign_folder_and_small_corpus(tmp_path, capsys):
     assert "--seeds: must be an integer >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", ["tiny", "scaling", "small", "paper-dense-1b", "paper-moe-1b-7b"])
+@pytest.mark.parametrize("preset", ["tiny", "scaling", "scaling-gpu", "small", "paper-dense-1b", "paper-moe-1b-7b"])
 def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
     assert main(["compare", "--preset", preset, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -172,10 +172,13 @@ def test_every_sweep_preset_plans_with_dry_run(preset, capsys):
     lr_runs = [line for line in out.splitlines() if line.startswith("lr ")]
     spec_acts = {"paper-moe-1b-7b": 2, "paper-dense-1b": 5}.get(preset, 6)
     # tiny tunes every LR on 3 grid points; seed 0's main runs are its LR-phase runs, not listed twice
-    spec_acts = 3 if preset == "scaling" else spec_acts
-    sizes = 5 if preset == "scaling" else 1
-    seeds, grid = {"tiny": (2, 3), "scaling": (2, 3)}.get(preset, (3, 0))
-    assert len(runs) == spec_acts * seeds * sizes and len(lr_runs) == spec_acts * grid * sizes
+    scaling = preset.startswith("scaling")
+    spec_acts, sizes = (3, 5) if scaling else (spec_acts, 1)
+    tuned_sizes = 2 if preset == "scaling-gpu" else sizes  # scaling-gpu tunes the two ends, interpolates between
+    seeds, grid = (2, 3) if preset == "tiny" or scaling else (3, 0)
+    untuned = sizes - tuned_sizes  # their seed-0 main runs are runs of their own
+    assert len(runs) == spec_acts * (seeds * tuned_sizes + (seeds + 1) * untuned)
+    assert len(lr_runs) == spec_acts * grid * tuned_sizes
     assert all(" params, " in line and " FLOPs" in line for line in runs + lr_runs)
     assert "GPU-hours" in out
 

@@ -72,6 +72,9 @@ def test_lr_phase_runs_on_the_full_schedule_and_its_seed_zero_run_is_the_main_ru
         assert seed0.run_id == best.run_id and seed0.val_loss == best.val_loss  # one run, one folder
     # 2 activations x 3 LRs in the LR phase, and only seed 1 of each in the main phase
     assert sum(state == "done" for state in result.states.values()) == 2 * 3 + 2
+    unique = {r.run_id: r.elapsed_s for r in result.lr_records + result.records}
+    assert len(unique) == 2 * 3 + 2  # the shared runs are counted once in the sweep's own timing
+    assert result.timings["runs_training_s"] == pytest.approx(sum(unique.values()))
     assert any("LR grid extended past its edge" in line for line in said)
     assert any("2 of them trained in the LR phase" in line for line in said)
     report = (result.out / "REPORT.md").read_text()

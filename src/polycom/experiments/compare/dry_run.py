@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...train.config import Config
 from ...train.summary import dry_run
-from .plan import plan_runs, scaling_steps
+from .plan import lr_tuned_sizes, plan_runs, scaling_steps
 from .spec import SweepSpec
 
 __all__ = ["format_dry_run"]
@@ -27,10 +27,11 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
     # With the LR sweep on the full schedule, the tuning seed's main run is its LR-phase run at the
     # chosen LR: it is not a run of its own. The other main runs' LRs are known once the LR phase ran.
     reused = spec.lr_sweep and spec.lr_sweep_fraction == 1
+    tuned = set(lr_tuned_sizes(spec))
     lines, total, memory = [], 0.0, None
     for phase in ("lr", "main"):
         for plan in plans[phase]:
-            if phase == "main" and reused and plan.seed == spec.lr_tune_seed:
+            if phase == "main" and reused and plan.seed == spec.lr_tune_seed and plan.size in tuned:
                 continue
             info = dry_run(Config.from_dict(plan.config))
             flops = info["flops_per_token"] * info["total_tokens"]
@@ -55,5 +56,5 @@ def _lr_phase_note(spec: SweepSpec) -> list[str]:
         return []
     return [f"# the LR phase: its initial grid is listed; a grid whose best LR is on its edge grows by one step, up to "
             f"{spec.lr_grid_extensions} per side (one more run each); main runs get their activation's tuned LR"
-            + (f" (their folder names show the shared LR until then); seed {spec.lr_tune_seed}'s main runs are its "
-               "LR-phase runs at the chosen LRs, not listed again" if spec.lr_sweep_fraction == 1 else "")]
+            + (f" (their folder names show the shared LR until then); seed {spec.lr_tune_seed}'s main runs at a tuned "
+               "size are its LR-phase runs at the chosen LRs, not listed again" if spec.lr_sweep_fraction == 1 else "")]

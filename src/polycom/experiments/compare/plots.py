@@ -126,7 +126,8 @@ def plot_lr(lr_sweep: dict, path: Path) -> Path:
     fraction = lr_sweep["schedule_fraction"]
     schedule = "full schedule" if fraction == 1 else f"{fraction:g} of the schedule"
     axes[0][0].set_ylabel(f"final validation loss (seed {lr_sweep['tune_seed']}, {schedule})")
-    axes[0][-1].legend(fontsize=8, title="star: chosen; hollow: grid extension", title_fontsize=7)
+    axes[0][-1].legend(fontsize=8, title="star: chosen\nhollow: grid extension", title_fontsize=7, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))  # outside the axes: the curves fill them
     return _save(fig, path)
 
 

@@ -239,6 +239,11 @@ def _detail_sections(result, spec) -> list[str]:
     return out
 
 
+def _schedule(fraction: float) -> str:
+    return "its size's full schedule (that of the main runs)" if fraction == 1 else \
+        f"{fraction:g} of its size's schedule (a shortened proxy)"
+
+
 def _lr_section(sweep: dict) -> list[str]:
     rows = [[a, size, _f(d["best_lr"], 3, "g"), _f(d["lowest_loss_lr"], 3, "g"), _f(d["lr_used"], 3, "g"),
              len(d["grid"]),
@@ -248,8 +253,8 @@ def _lr_section(sweep: dict) -> list[str]:
     lines = ["## Learning rates", "",
              _table(["activation", "size", "chosen LR", "lowest loss at", "LR of the main runs", "grid points",
                      "grid range",
-                     "best at", "sensitivity (Δ loss one grid step away)"], rows), "",
-             f"Each LR-phase run trains {_f(sweep['schedule_fraction'], 3, 'g')} of its size's schedule with seed "
+                     "chosen LR at", "sensitivity (Δ loss one grid step away)"], rows), "",
+             f"Each LR-phase run trains {_schedule(sweep['schedule_fraction'])} with seed "
              f"{sweep['tune_seed']}; a best LR on the grid's edge extends the grid by one x{sweep['grid_ratio']:.3g} "
              f"step, up to {sweep['extension_limit']} per side. The chosen LR is the smallest within "
              f"{sweep['tie_tolerance']:g} nats of the lowest loss (one seed cannot separate closer LRs, and above the "

@@ -172,7 +172,8 @@ def _compare_locked(spec: SweepSpec, out: Path, base: Config, key: dict, plans: 
     timings["report_s"] = time.perf_counter() - t3
     # The yardstick: bookkeeping (planning, analysis, report, plots) against the summed training
     # time of the runs themselves (what they took, whether trained now or by an earlier invocation).
-    runs_s = sum(r.elapsed_s for r in lr_records + records if math.isfinite(r.elapsed_s))
+    unique = {r.run_id: r for r in lr_records + records}  # a tuning-seed run is in both phases: count it once
+    runs_s = sum(r.elapsed_s for r in unique.values() if math.isfinite(r.elapsed_s))
     timings["runs_training_s"] = runs_s
     timings["overhead_share"] = (timings["planning_s"] + timings["report_s"]) / runs_s if runs_s > 0 else math.nan
     timings["throughput_share"] = timings["throughput_s"] / runs_s if runs_s > 0 else math.nan
