@@ -109,8 +109,12 @@ def plot_lr(lr_sweep: dict, path: Path) -> Path:
     by_size = lr_sweep["by_size"]
     initial = lr_sweep["initial_grid"]
     lo, hi = min(initial) * (1 - 1e-9), max(initial) * (1 + 1e-9)
-    fig, axes = plt.subplots(1, len(by_size), figsize=(4.2 * len(by_size) + 1.5, 4.2), squeeze=False, sharey=False)
-    for ax, (size, per_act) in zip(axes[0], by_size.items()):
+    cols = min(3, len(by_size))  # a ladder of sizes wraps into rows of 3 panels
+    rows = math.ceil(len(by_size) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.5, 3.8 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(by_size):]:
+        ax.set_visible(False)
+    for ax, (size, per_act) in zip(axes.flat, by_size.items()):
         for i, (act, d) in enumerate(per_act.items()):
             grid, loss = np.array(d["grid"]), np.array(d["val_loss"], dtype=float)
             ax.plot(grid, loss, "-", color=f"C{i}", lw=1.2, label=act)
@@ -125,7 +129,8 @@ def plot_lr(lr_sweep: dict, path: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     fraction = lr_sweep["schedule_fraction"]
     schedule = "full schedule" if fraction == 1 else f"{fraction:g} of the schedule"
-    axes[0][0].set_ylabel(f"final validation loss (seed {lr_sweep['tune_seed']}, {schedule})")
+    for row in axes:
+        row[0].set_ylabel(f"final val loss (seed {lr_sweep['tune_seed']}, {schedule})")
     axes[0][-1].legend(fontsize=8, title="star: chosen\nhollow: grid extension", title_fontsize=7, loc="upper left",
                        bbox_to_anchor=(1.02, 1.0))  # outside the axes: the curves fill them
     return _save(fig, path)
