@@ -97,8 +97,8 @@ def _scaling(spec, main, activations, baseline, throughput) -> dict:
             out["comparisons"][act] = {"error": str(exc)}
             continue
         entry = {k: v for k, v in res.to_dict().items() if k not in ("replicates", "extrapolated")}
-        entry["extrapolated"] = [m.__dict__ for m in res.extrapolated if m.factor in EXTRAPOLATE]
-        entry["curve"] = [m.__dict__ for m in (res.at_c_max, *res.extrapolated)]
+        entry["extrapolated"] = [dataclasses.asdict(m) for m in res.extrapolated if m.factor in EXTRAPOLATE]
+        entry["curve"] = [dataclasses.asdict(m) for m in (res.at_c_max, *res.extrapolated)]
         entry["describe"] = res.describe()
         entry["fit_check_words"] = {act: res.act_fit_check.describe(), baseline: res.base_fit_check.describe()}
         speed = (throughput or {}).get(act, {}).get("round_ratios"), (throughput or {}).get(baseline, {}).get("round_ratios")

@@ -83,17 +83,24 @@ def _identity(config: dict, ignored=IGNORED_KEYS) -> dict:
         values = tree[section]
         if not isinstance(values, dict):
             continue
-        for name in [n for n in values if n in defaults.get(section, {}) and
-                     json.dumps(values[n], sort_keys=True, default=str)
-                     == json.dumps(defaults[section][n], sort_keys=True, default=str)]:
+        for name in [n for n in values if n in defaults.get(section, {}) and _same(values[n], defaults[section][n])]:
             del values[name]
         if not values:
             del tree[section]
     return tree
 
 
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _same(a, b) -> bool:
+    """Equal as the hash sees them: the same canonical JSON (sorted keys; a tuple reads as a list)."""
+    return _canonical(a) == _canonical(b)
+
+
 def _digest(tree: dict) -> str:
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_canonical(tree).encode()).hexdigest()
 
 
 def run_hash(config: dict) -> str:
@@ -106,9 +113,7 @@ def identity_conflicts(stored: dict, planned: dict) -> list[str]:
     now (the hash omits defaults); a key only one of them has (an option added later) is no conflict."""
     a, b = _without(stored, IGNORED_KEYS), _without(planned, IGNORED_KEYS)
     return [f"{section}.{name}" for section in a if isinstance(a[section], dict) and isinstance(b.get(section), dict)
-            for name in a[section] if name in b[section]
-            and json.dumps(a[section][name], sort_keys=True, default=str)
-            != json.dumps(b[section][name], sort_keys=True, default=str)]
+            for name in a[section] if name in b[section] and not _same(a[section][name], b[section][name])]
 
 
 def base_config(spec: SweepSpec) -> Config:

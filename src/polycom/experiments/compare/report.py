@@ -17,6 +17,7 @@ import torch
 from ...data.tokenizer import ByteTokenizer
 from ...environment import git_commit, machine_description, package_versions
 from . import inside, plots
+from .markdown import markdown_table
 from .scaling_report import scaling_section, scaling_verdict
 from ...train.files import write_json_atomic, write_text_atomic
 from .records import csv_header
@@ -30,11 +31,6 @@ def _f(v, digits: int = 4, kind: str = "f") -> str:
 
 def _ci(d: dict, digits: int = 4) -> str:
     return f"[{_f(d['ci_low'], digits)}, {_f(d['ci_high'], digits)}]"
-
-
-def _table(header, rows) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def _verdict_lines(summary: dict) -> list[str]:
@@ -70,7 +66,7 @@ def _main_table(summary: dict) -> str:
     header = ["activation", "val loss: mean ± std [95% CI]", "val bpb [95% CI]", f"Δ loss vs {base} [95% CI]",
               "p (Holm)", "tokens to baseline's loss", "runs ok", "tokens/s vs " + (
                   next(iter(tp.values()))["reference"] if tp else "ref")]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _token_multiplier(t: dict) -> str:
@@ -212,7 +208,7 @@ def _detail_sections(result, spec) -> list[str]:
                      _f(loss["p_value"], 3), _f(loss["p_permutation"], 3), _f(loss["prob_improvement"], 2),
                      _f(c["min_detectable_diff"]), c["seeds_needed_for_observed"]])
     out = ["## Paired statistics", "",
-           _table(["activation", f"Δ vs {base}", "SE paired", "SE unpaired", "p (t, raw)", "p (sign-flip, exact)",
+           markdown_table(["activation", f"Δ vs {base}", "SE paired", "SE unpaired", "p (t, raw)", "p (sign-flip, exact)",
                    "P(improvement)", "min. detectable Δ (80% power)", "seeds for observed Δ"], rows), "",
            "SE paired vs unpaired: how much of the seed noise the paired design removed. The exact sign-flip "
            f"test cannot go below 2/2^n (= {2 / 2 ** spec.seeds:.3f} with {spec.seeds} seeds): a robustness check, "
@@ -221,7 +217,7 @@ def _detail_sections(result, spec) -> list[str]:
     tp = s.get("throughput")
     if tp:
         out += ["## Speed and memory (measured side by side)", "",
-                _table(["activation", "tokens/s", "ratio [IQR]", "memory", "params", "MFLOPs/token"],
+                markdown_table(["activation", "tokens/s", "ratio [IQR]", "memory", "params", "MFLOPs/token"],
                        [[a, f"{t['tokens_per_s']:,.0f}", f"{t['ratio']:.3f} [{t['ratio_q25']:.3f}, {t['ratio_q75']:.3f}]",
                          f"{t['memory_bytes'] / 2**20:.1f} MiB", f"{t['num_params']:,}",
                          f"{t['flops_per_token'] / 1e6:.2f}"] for a, t in tp.items()]), "",
@@ -251,7 +247,7 @@ def _lr_section(sweep: dict) -> list[str]:
              _f(d["sensitivity"])]
             for size, per_act in sweep["by_size"].items() for a, d in per_act.items()]
     lines = ["## Learning rates", "",
-             _table(["activation", "size", "chosen LR", "lowest loss at", "LR of the main runs", "grid points",
+             markdown_table(["activation", "size", "chosen LR", "lowest loss at", "LR of the main runs", "grid points",
                      "grid range",
                      "chosen LR at", "sensitivity (Δ loss one grid step away)"], rows), "",
              f"Each LR-phase run trains {_schedule(sweep['schedule_fraction'])} with seed "
@@ -296,13 +292,13 @@ def _eval_sets_section(s: dict) -> list[str]:
                "" if act == base else _f(t["loss"]["comparisons"][act]["p_holm"], 3)]
               for name, t in sets.items() for act in s["per_activation"]]
     return ["## Extra validation sets (eval.sets)", "",
-            _table(["set", f"{base} (baseline) loss [95% CI]"] + [f"{a}: Δ loss vs {base} [95% CI], p (Holm)" for a in others],
-                   rows), "",
+            markdown_table(["set", f"{base} (baseline) loss [95% CI]"]
+                           + [f"{a}: Δ loss vs {base} [95% CI], p (Holm)" for a in others], rows), "",
             "Each set is held out whole (never trained on) and scored at the last step on the same windows by every "
             "run. Δ is paired by seed; Holm's adjustment is over the activations compared on that set, so 'better on "
             "every set' needs each set's test at p < 0.05 (an intersection-union test: no correction across sets is "
             "needed for an 'all sets' claim, but 'better on some set' would need one).", "",
-            _table(["set", "activation", "loss: mean ± std [95% CI]", "bpb: mean ± std [95% CI]",
+            markdown_table(["set", "activation", "loss: mean ± std [95% CI]", "bpb: mean ± std [95% CI]",
                     f"Δ loss vs {base} [95% CI]", f"Δ bpb vs {base} [95% CI]", "p loss (Holm)"], detail), "",
             "![extra validation sets](figures/eval_sets.png)", ""]
 
@@ -315,7 +311,7 @@ def _downstream_section(s: dict) -> list[str]:
              "" if act == base else _f(t["comparisons"][act]["p_holm"], 3)]
             for key, t in tables.items() for act in s["per_activation"]]
     return ["## Downstream tasks (--eval-tasks)", "",
-            _table(["task / metric", "activation", "mean ± std [95% CI over seeds]", f"Δ vs {base} [95% CI]",
+            markdown_table(["task / metric", "activation", "mean ± std [95% CI over seeds]", f"Δ vs {base} [95% CI]",
                     "p (Holm)"], rows), "",
             "lm-evaluation-harness on every run's final checkpoint (each run folder's eval.json). Higher is better "
             "for accuracies, lower for perplexities and bits per byte; Δ is paired by seed, Holm over the "

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from .markdown import markdown_table
+
 __all__ = ["scaling_verdict", "scaling_section"]
 
 
@@ -63,8 +65,7 @@ def scaling_section(scaling: dict, baseline: str) -> list[str]:
     header = ["activation", "law", "compute multiplier at the largest size [95% CI]", "at 10x (extrapolated)",
               "at 100x (extrapolated)", "two-parameter law a C^-b, largest size",
               f"wall-clock time to {baseline}'s loss [95% CI]", "paired seeds"]
-    lines = ["## Scaling", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    lines = ["## Scaling", "", markdown_table(header, rows)]
     laws = scaling.get("laws", {})
     if laws:
         lines += ["", "Fitted laws (C in FLOPs): " + "; ".join(
