@@ -79,15 +79,6 @@ def test_generate_is_greedy_argmax():
     assert torch.equal(got, seq)
 
 
-def test_padding_rules():
-    model = H.PolyComForCausalLM(H.PolyComConfig())
-    ids = torch.randint(0, 256, (2, 6))
-    right = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    model(ids, attention_mask=right)
-    with pytest.raises(ValueError, match="right padding"):
-        model(ids, attention_mask=right.flip(1))
-
-
 def test_from_polycom_wraps_trained_model():
     torch.manual_seed(0)
     base = build_model(model_config("debug", activation="swiglu")).eval()
