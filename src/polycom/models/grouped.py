@@ -1,15 +1,33 @@
 """Rows grouped by expert and the grouped matmul: the batched core of every MoE expert layout.
 
-The MoE (``moe.py``) sorts its M routed (token, expert) rows by expert; ``ExpertGroups``
-records where each row sits in a zero-padded (E, C, .) buffer (C = the largest group),
-and ``grouped_linear`` multiplies every row by its own expert's matrix with one
-``torch.bmm`` over that buffer. The experts of the plain and gated kinds (``moe.py``)
-and of the kinds with their own layer (``mlp.py``'s Mu-layer, ``af_kan.py``) all use it.
+The MoE (``moe.py``) sorts its M routed (token, expert) rows by expert, so each expert's rows
+are one contiguous group; ``ExpertGroups`` describes the groups with device tensors only
+(counts and group ends, never read on the host), and ``grouped_linear`` multiplies every row by
+its own expert's matrix. Nothing here depends on the routing's values through a Python value:
+every shape is a function of (M, E) alone, so a layer runs without a host synchronisation and
+``torch.compile(fullgraph=True)`` traces it whole. The experts of the plain and gated kinds
+(``moe.py``) and of the kinds with their own layer (``mlp.py``'s Mu-layer, ``af_kan.py``) all
+use it.
+
+Two paths compute the same products (``grouped_linear``):
+
+- ``torch._grouped_mm`` (PyTorch's grouped GEMM: one kernel, rows of group e times matrix e,
+  group ends given as a device tensor) where it runs: bfloat16 on CUDA (sm80+) and CPU, float32 on
+  CPU outside ``torch.compile`` (torch 2.13's shape function, which compile traces, accepts
+  bfloat16 only), and row lengths that keep 16-byte-aligned strides.
+- elsewhere (float64, float32 under compile, odd widths, other devices) fixed-size tiles:
+  each group is padded to whole tiles of b rows, and one ``torch.bmm`` multiplies every tile by
+  its expert's matrix. The tile count T = (M + E (b - 1)) // b bounds sum_e ceil(count_e / b)
+  whatever the routing, so the buffer's shape is static. Measured on CPU against the
+  alternatives with static shapes (benchmarks/bench_moe.py, docs/benchmarks.md): a buffer of
+  capacity M per expert, or every row times every expert and a gather, both cost E times the
+  products; tiles of b = ceil(M / 2E) rows cost at most 1.5 times (padding under E b rows) and
+  gather at most ~3E expert matrices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -19,31 +37,79 @@ __all__ = ["ExpertGroups", "grouped_linear", "StackedExperts"]
 
 @dataclass
 class ExpertGroups:
-    """Where each packed row sits in the padded (E, C, .) buffer."""
+    """The M routed rows sorted by expert; group e is rows [ends[e] - counts[e], ends[e])."""
 
-    counts: list[int]  # rows per expert
-    expert: torch.Tensor  # (M,) expert of each packed row
-    slot: torch.Tensor  # (M,) position inside its expert's group
-    capacity: int  # C = the largest group
+    expert: torch.Tensor  # (M,) int64, non-decreasing: the expert of each row
+    counts: torch.Tensor  # (E,) int64 rows per expert, on the rows' device
+    ends: torch.Tensor  # (E,) int32 cumulative counts: the ``offs`` of torch._grouped_mm
+    _tiles: dict = field(default_factory=dict, repr=False)  # tile size -> (row position, tile expert)
 
     @classmethod
     def from_sorted(cls, sorted_expert: torch.Tensor, num_experts: int) -> "ExpertGroups":
-        counts = torch.bincount(sorted_expert, minlength=num_experts)
-        starts = torch.cumsum(counts, 0) - counts  # (E,)
-        slot = torch.arange(sorted_expert.numel(), device=sorted_expert.device) - starts[sorted_expert]
-        counts_list = counts.tolist()  # one host sync per layer: the buffer size depends on it
-        return cls(counts_list, sorted_expert, slot, max(counts_list) if counts_list else 0)
+        # scatter_add into E slots, not bincount: bincount's output size depends on the values.
+        counts = torch.zeros(num_experts, dtype=torch.int64, device=sorted_expert.device)
+        counts = counts.scatter_add(0, sorted_expert, torch.ones_like(sorted_expert))
+        return cls(sorted_expert, counts, torch.cumsum(counts, 0).to(torch.int32))
+
+    @property
+    def num_experts(self) -> int:
+        return self.counts.shape[0]
+
+    def tiles(self, block: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(position (M,) of each row in the tiled buffer, expert (T,) of each tile, T).
+
+        Expert e's tiles follow those of experts < e; a tile holds rows of one expert only,
+        and the tiles after the last used one hold nothing (their expert is clamped to E - 1)."""
+        if block not in self._tiles:
+            rows, E = self.expert.shape[0], self.num_experts
+            per_expert = (self.counts + block - 1) // block  # (E,) tiles of each expert
+            tile_end = torch.cumsum(per_expert, 0)  # (E,)
+            first_tile = tile_end - per_expert
+            start = (self.ends.to(torch.int64) - self.counts)[self.expert]  # (M,) start of each row's group
+            position = first_tile[self.expert] * block + torch.arange(rows, device=self.expert.device) - start
+            count = (rows + E * (block - 1)) // block  # >= sum_e ceil(count_e / block) for any routing
+            tile = torch.arange(count, device=self.expert.device)
+            tile_expert = torch.searchsorted(tile_end, tile, right=True).clamp_(max=E - 1)  # (T,)
+            self._tiles[block] = (position, tile_expert, count)
+        return self._tiles[block]
 
 
+def _tile_rows(rows: int, num_experts: int) -> int:
+    """b = ceil(M / 2E): padding under E b = M / 2 rows, at most 3E + 1 tiles (see the module docstring)."""
+    return max(1, -(-rows // (2 * num_experts)))
+
+
+def _grouped_mm_runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` takes these operands (see the module docstring)."""
+    if not hasattr(torch, "_grouped_mm") or x.dtype != weight.dtype or x.shape[0] == 0:
+        return False
+    if any(n * x.element_size() % 16 for n in weight.shape[1:]):  # its row strides must be 16-byte multiples
+        return False
+    if x.device.type == "cpu":
+        return x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and not torch.compiler.is_compiling())
+    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and _cuda_sm80(x.device.index)
+
+
+@torch.compiler.assume_constant_result  # a constant of the device: traced once, no query in the graph
+def _cuda_sm80(index: int | None) -> bool:
+    return torch.cuda.get_device_capability(index) >= (8, 0)
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
     """Row i of x times expert ``groups.expert[i]``'s matrix: x (M, in), weight (E, out, in) -> (M, out)."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        # _grouped_mm is outside autocast's op lists: cast as autocast casts bmm (float64 is left alone).
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = (t if t.dtype == torch.float64 else t.to(dtype) for t in (x, weight))
+    if _grouped_mm_runs(x, weight):
+        return torch._grouped_mm(x, weight.transpose(1, 2), offs=groups.ends)  # (M, out)
     E, _, n_in = weight.shape
-    padded = x.new_zeros(E, groups.capacity, n_in)  # (E, C, in)
-    padded[groups.expert, groups.slot] = x
-    out = torch.bmm(padded, weight.transpose(1, 2))  # (E, C, out)
-    return out[groups.expert, groups.slot]  # (M, out)
+    block = _tile_rows(x.shape[0], E)
+    position, tile_expert, count = groups.tiles(block)
+    tiled = x.new_zeros(count * block, n_in).index_copy(0, position, x).view(count, block, n_in)  # (T, b, in)
+    out = torch.bmm(tiled, weight[tile_expert].transpose(1, 2))  # (T, b, out)
+    return out.flatten(0, 1).index_select(0, position)  # (M, out)
 
 
 class StackedExperts(nn.Module):

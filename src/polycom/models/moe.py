@@ -4,18 +4,24 @@ Data flow for N tokens, E experts, top-k (M = N * k routed rows):
 
 1. Router: scores s = W_r x (or act(W_r x) / tau), p = softmax(s) over experts,
    keep the top-k, optionally renormalise them to sum to 1 (OLMoE-style).
-2. Sort the M (token, expert) pairs by expert: each expert's rows become one
-   contiguous group; no token is dropped (no capacity factor).
-3. Grouped matmul: the groups are scattered into a zero-padded (E, C, d)
-   buffer, C = the largest group, and multiplied by the stacked expert weights
-   with one ``torch.bmm``; results are gathered back to the M packed rows.
+2. Dispatch: sort the M (token, expert) pairs by expert (a stable argsort of a
+   static size): each expert's rows become one contiguous group; no token is
+   dropped (no capacity factor). Group sizes and ends stay on the device.
+3. Grouped matmul (``grouped.grouped_linear``): ``torch._grouped_mm`` with the
+   group ends where it runs, else fixed-size tiles and one ``torch.bmm``; every
+   shape depends on (N, k, E) only, never on the routing's values.
 4. The activation runs on the packed (M, expert_hidden) rows: each row is one
    token's full hidden vector in one expert, so PolyNorm's RMS statistics are
    over exactly that vector, whatever the batch layout (the official code got
    this right for one block-sparse layout only). With per-expert
    coefficients, each expert's activation module sees only its own group.
-5. Outputs are weighted by the routing probabilities and summed per token
-   with ``index_add_``.
+5. Combine: outputs are weighted by the routing probabilities and summed per
+   token with ``index_add_``.
+
+No step reads a routed value on the host (no ``.tolist()``, ``.item()`` or branch
+on the data), so a layer never waits for the device and the whole model compiles
+with ``torch.compile(fullgraph=True)``. Expert parallelism would split at steps 2
+and 5 (an all-to-all each; docs/architecture.md).
 
 A kind with its own layer (the Mu-layer, AF-KAN: ``MLPKind.build_experts``) replaces
 steps 3-4 by its ``experts`` module, which runs the whole layer on the packed rows
@@ -27,9 +33,6 @@ Auxiliary losses (both returned per layer, averaged over layers by the model):
   perfectly balanced);
 - router z-loss (ST-MoE): mean over tokens of logsumexp(s)^2.
 
-The padded buffer wastes work when routing is very unbalanced (up to E times
-at worst); it is the portable batched path (torch >= 2.4, any device). A
-fused grouped-GEMM kernel would drop the padding; see docs/models.md.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ _ROUTER_FUNCTIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": l
 
 def load_balance_loss(probs: torch.Tensor, expert_idx: torch.Tensor, num_experts: int) -> torch.Tensor:
     """E * sum_e f_e P_e; probs (N, E) full softmax, expert_idx (N, k) chosen experts."""
-    counts = torch.bincount(expert_idx.reshape(-1), minlength=num_experts).to(probs.dtype)
+    flat = expert_idx.reshape(-1)
+    counts = probs.new_zeros(num_experts).index_add_(0, flat, probs.new_ones(flat.shape))  # static (E,), unlike bincount
     f = counts / expert_idx.numel()  # share of routed rows per expert; f is not differentiable
     return num_experts * (f * probs.mean(0)).sum()
 
@@ -96,12 +100,12 @@ class Router(nn.Module):
 class ExpertActivations(nn.Module):
     """One activation module per expert (Motif's per-expert coefficients).
 
-    ``forward(h, [up,] groups)``: h holds the experts' groups one after another
-    (``groups.counts`` rows each, ``groups.expert`` the expert of each row). PolyNorm and
+    ``forward(h, [up,] groups)``: row i of h belongs to expert ``groups.expert[i]``. PolyNorm and
     gated PolyNorm experts run as one grouped op (each row with its expert's coefficients, one
     kernel launch for all experts; ``activations/grouped_polynorm.py``); any other activation
-    runs per expert group. The state dict holds one module per expert either way
-    (``experts.<e>.weight``).
+    runs once per expert on every row, keeping that expert's rows (E times the elementwise work,
+    but static shapes: a group's rows, taken out, would have a size known only on the device).
+    The state dict holds one module per expert either way (``experts.<e>.weight``).
     """
 
     def __init__(self, activation: str, num_experts: int, activation_kwargs: dict | None = None):
@@ -123,13 +127,11 @@ class ExpertActivations(nn.Module):
                 return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, *options)
             return grouped_poly_norm(h, weight, bias, groups.expert, *options)
         # A loop over experts (not tokens): each expert has its own coefficients.
-        h_groups = h.split(groups.counts)
-        up_groups = up[0].split(groups.counts) if up else [None] * len(groups.counts)
-        outs = [
-            (act(hg, ug) if self.gated else act(hg)) if hg.shape[0] else hg
-            for act, hg, ug in zip(self.experts, h_groups, up_groups)
-        ]
-        return torch.cat(outs, dim=0)
+        out = None
+        for e, act in enumerate(self.experts):
+            y = act(h, up[0]) if self.gated else act(h)
+            out = y if out is None else torch.where((groups.expert == e).unsqueeze(-1), y, out)
+        return out
 
 
 class MoE(nn.Module):
@@ -193,7 +195,7 @@ class MoE(nn.Module):
         lb = load_balance_loss(probs, top_idx, self.num_experts)
         z = router_z_loss(scores)
         self.last_stats = {"load_balance": lb.detach(), "z_loss": z.detach(),
-                           "tokens_per_expert": torch.tensor(groups.counts)}
+                           "tokens_per_expert": groups.counts.detach()}  # on the device, read only by a logger
         aux = self.cfg.aux_loss_weight * lb + self.cfg.z_loss_weight * z
         return out.view(shape), aux
 
