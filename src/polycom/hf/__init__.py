@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("polycom.hf needs transformers: pip install 'polycom[hf]'") from e
 
 from .modeling import PolyComConfig, PolyComForCausalLM, from_polycom, register
-from .swap import GATED_AS_ACT_FN, SwapReport, register_hf_activations, swap_activation
+from .swap import GATED_AS_ACT_FN, SwapReport, make_portable, register_hf_activations, swap_activation
 
 register()
 REGISTERED_ACTIVATIONS = register_hf_activations()
@@ -31,6 +31,7 @@ __all__ = [
     "register",
     "register_hf_activations",
     "swap_activation",
+    "make_portable",
     "SwapReport",
     "GATED_AS_ACT_FN",
     "REGISTERED_ACTIVATIONS",

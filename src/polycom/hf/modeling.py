@@ -44,12 +44,16 @@ def from_polycom(model: Transformer) -> PolyComForCausalLM:
 
 
 def register() -> None:
-    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` know model_type "polycom" (idempotent)."""
-    try:
-        AutoConfig.register("polycom", PolyComConfig)
-    except ValueError:
-        pass  # already registered
-    try:
-        AutoModelForCausalLM.register(PolyComConfig, PolyComForCausalLM)
-    except ValueError:
-        pass
+    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` know model_type "polycom" and the polycom Llama-family
+    types ("polycom_llama", ...) of ``swap.make_portable`` (idempotent)."""
+    from .swap import PORTABLE_CLASSES
+
+    for model_class, config_class in [(PolyComForCausalLM, PolyComConfig), *PORTABLE_CLASSES.values()]:
+        try:
+            AutoConfig.register(config_class.model_type, config_class)
+        except ValueError:
+            pass  # already registered
+        try:
+            AutoModelForCausalLM.register(config_class, model_class)
+        except ValueError:
+            pass

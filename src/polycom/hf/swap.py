@@ -12,8 +12,10 @@ Two tools:
   (any MLP with ``gate_proj``, ``up_proj``, ``down_proj`` and ``act_fn``:
   Llama, Mistral, Qwen2, ...) and returns a ``SwapReport``.
   ``mode="gated"`` keeps the three matrices and replaces ``act_fn`` (weights
-  kept; the model stays loadable as its own class when the name is
-  registered). ``mode="non_gated"`` replaces each MLP by polycom's
+  kept). With a registered name it sets ``config.hidden_act`` and, for Llama, Mistral and
+  Qwen2, ``make_portable`` gives the model a polycom model type whose saved folder loads
+  without polycom (``trust_remote_code=True``; ``hf/remote/modeling_polycom_swap.py``).
+  ``mode="non_gated"`` replaces each MLP by polycom's
   ``down(act(up(x)))`` MLP of width 3h/2 (same parameter count, by
   ``polycom.models.mlp.matched_hidden``, the rule model configs use), newly
   initialised: the pretrained MLP weights cannot be carried over.
@@ -29,8 +31,20 @@ from transformers.activations import ACT2FN
 
 from ..models.mlp import MLP, matched_hidden
 from ..registry import activation_info, list_activations
+from .remote import modeling_polycom_swap as portable
 
-__all__ = ["register_hf_activations", "swap_activation", "SwapReport", "GATED_AS_ACT_FN"]
+__all__ = ["register_hf_activations", "swap_activation", "make_portable", "SwapReport", "GATED_AS_ACT_FN",
+           "PORTABLE_CLASSES"]
+
+# transformers class -> (its polycom subclass, that subclass's config): a model type of their own with remote code.
+PORTABLE_CLASSES = {
+    portable.LlamaForCausalLM: (portable.PolyComLlamaForCausalLM, portable.PolyComLlamaConfig),
+    portable.MistralForCausalLM: (portable.PolyComMistralForCausalLM, portable.PolyComMistralConfig),
+    portable.Qwen2ForCausalLM: (portable.PolyComQwen2ForCausalLM, portable.PolyComQwen2Config),
+}
+for _model_class, _config_class in PORTABLE_CLASSES.values():
+    _config_class.register_for_auto_class()
+    _model_class.register_for_auto_class("AutoModelForCausalLM")
 
 # A gated polycom activation act(gate, up) is act_fn(gate) * up for these act_fn.
 GATED_AS_ACT_FN = {
@@ -142,8 +156,26 @@ def _update_config(model: nn.Module, report: SwapReport, act_name: str, act_kwar
     if config is not None and not act_kwargs and act_name in ACT2FN and hasattr(config, "hidden_act"):
         config.hidden_act = act_name
         report.hidden_act = act_name
-        report.notes.append(f"config.hidden_act = {act_name!r}: save_pretrained / from_pretrained rebuild the "
-                            "same MLPs (import polycom.hf first)")
+        if make_portable(model):
+            report.notes.append(f"config.hidden_act = {act_name!r}, model type {config.model_type!r}: save_pretrained "
+                                "writes a folder that from_pretrained(..., trust_remote_code=True) loads without "
+                                "polycom, and with polycom imported as it is")
+        else:
+            report.notes.append(f"config.hidden_act = {act_name!r}: save_pretrained / from_pretrained rebuild the "
+                                f"same MLPs with polycom imported ({type(model).__name__} has no polycom model type)")
     else:
         report.notes.append("config.hidden_act left unchanged (activation kwargs or unregistered name): "
                             "re-apply swap_activation after loading")
+
+
+def make_portable(model: nn.Module) -> bool:
+    """Give a Llama / Mistral / Qwen2 causal LM polycom's subclass of its class and config (model type
+    "polycom_llama", ...), so ``save_pretrained`` writes the remote code that loads it without polycom.
+
+    The subclasses add nothing but the model type and the ACT2FN names, so the model computes exactly what
+    it did. Returns False, changing nothing, for any other class."""
+    classes = PORTABLE_CLASSES.get(type(model))
+    if classes is None:
+        return type(model) in {c for c, _ in PORTABLE_CLASSES.values()}
+    model.__class__, model.config.__class__ = classes
+    return True
