@@ -9,6 +9,12 @@ polycom`` uses it to register model_type "polycom" with transformers' Auto class
 when the program itself imports them (docs/evaluation.md has the measured costs). An
 exception in the callback is turned into a warning: it must not break the other
 library's import.
+
+The module is often imported from inside another module of its package
+(``transformers.modeling_layers`` imports ``modeling_auto`` while
+``modeling_llama`` is being executed). A callback run at that moment would find those
+modules half-executed, so the finder also watches the package's other imports and runs
+the callback once the outermost of them has finished.
 """
 
 from __future__ import annotations
@@ -36,11 +42,16 @@ def _call(callback, module, name: str) -> None:
 
 
 class _AfterImportFinder(importlib.abc.MetaPathFinder):
+    """Wraps the loader of every module of the target's top-level package until the callback has run."""
+
     def __init__(self, name: str, callback):
         self.name, self.callback, self.searching = name, callback, False
+        self.package = name.split(".")[0]
+        self.executing = 0  # wrapped modules of the package whose code is running now
+        self.module = None  # the target, once executed
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != self.name or self.searching:
+        if self.searching or fullname.split(".")[0] != self.package:
             return None
         self.searching = True  # the finders asked below must not find this one again
         try:
@@ -48,17 +59,29 @@ class _AfterImportFinder(importlib.abc.MetaPathFinder):
                          and (s := f.find_spec(fullname, path, target)) is not None), None)
         finally:
             self.searching = False
-        if spec is None or spec.loader is None:
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         spec.loader = _CallbackLoader(spec.loader, self)
         return spec
 
+    def executed(self, module, finished: bool) -> None:
+        """Called by a wrapped loader when its module's code has run (``finished``: without an exception)."""
+        self.executing -= 1
+        if finished and module.__name__ == self.name:
+            self.module = module
+        if self.module is not None and self.executing == 0 and self in sys.meta_path:
+            sys.meta_path.remove(self)
+            _call(self.callback, self.module, self.name)
+
 
 class _CallbackLoader(importlib.abc.Loader):
-    """The real loader; after it has executed the module, the finder's callback runs once."""
+    """The real loader; the finder hears when the module has executed. Other attributes are the real loader's."""
 
     def __init__(self, loader, finder: _AfterImportFinder):
         self.loader, self.finder = loader, finder
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -67,7 +90,10 @@ class _CallbackLoader(importlib.abc.Loader):
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
-        self.loader.exec_module(module)
-        if self.finder in sys.meta_path:
-            sys.meta_path.remove(self.finder)
-            _call(self.finder.callback, module, self.finder.name)
+        self.finder.executing += 1
+        finished = False
+        try:
+            self.loader.exec_module(module)
+            finished = True
+        finally:
+            self.finder.executed(module, finished)
