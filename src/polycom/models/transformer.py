@@ -36,6 +36,10 @@ class ModelOutput:
     aux_loss: torch.Tensor
 
 
+# A pytree node, so torch.export (and anything else that flattens outputs) sees the four fields.
+torch.export.register_dataclass(ModelOutput, serialized_type_name="polycom.models.transformer.ModelOutput")
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: attention and MLP (dense or MoE) on the residual stream."""
 
