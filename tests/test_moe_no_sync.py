@@ -151,19 +151,16 @@ def test_forward_and_backward_need_no_values(act, coefficients):
     assert all(p.grad is not None and p.grad.shape == p.shape for p in moe.parameters())
 
 
-def _tiny_moe_model(coefficients):
-    torch.manual_seed(0)
-    cfg = model_config("debug-moe", activation="polynorm", n_layers=1, moe={"coefficients": coefficients})
-    return build_model(cfg)
-
-
-@pytest.mark.parametrize("coefficients", ["per_layer", "per_expert"])
-def test_model_compiles_whole_forward_and_backward(coefficients):
-    """torch.compile(fullgraph=True) of the MoE model: Dynamo finds no graph break (explain), and the
-    compiled forward and its AOT-autograd backward equal eager. aot_eager: the same graphs as Inductor
-    receives, without its C++ code generation (minutes on this CPU)."""
+def test_model_compiles_whole_forward_and_backward():
+    """torch.compile(fullgraph=True) of the MoE model's loss: Dynamo finds no graph break (explain), the
+    per-expert PolyNorm is in the graph as its fused op (the closed-form autograd Function, not the
+    reference formula), and the compiled forward and its AOT-autograd backward equal eager. aot_eager:
+    the graphs Inductor would receive, without its C++ code generation (minutes on this CPU). One
+    model, one compile: per-expert coefficients, the layout with the grouped op."""
     torch._dynamo.reset()
-    model = _tiny_moe_model(coefficients)
+    torch.manual_seed(0)
+    model = build_model(model_config("debug-moe", activation="polynorm", n_layers=1,
+                                     moe={"coefficients": "per_expert"}))
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(3))
 
     def loss_of(ids):
@@ -171,11 +168,14 @@ def test_model_compiles_whole_forward_and_backward(coefficients):
 
     explained = torch._dynamo.explain(loss_of)(ids)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    fused = [n.meta.get("stack_trace", "") for n in explained.graphs[0].graph.nodes
+             if n.op == "call_function" and "autograd_function_apply" in str(n.target)]
+    assert any("grouped_poly_norm(" in trace for trace in fused), "the grouped op left its fast path"
     want = loss_of(ids)
     want_grads = torch.autograd.grad(want, list(model.parameters()))
     torch._dynamo.reset()
-    compiled = torch.compile(loss_of, fullgraph=True, backend="aot_eager")
-    got = compiled(ids)
+    got = torch.compile(loss_of, fullgraph=True, backend="aot_eager")(ids)
+    assert "CompiledFunction" in type(got.grad_fn).__name__  # backward runs the AOT-traced graph
     got_grads = torch.autograd.grad(got, list(model.parameters()))
     # float32; eager runs _grouped_mm and the compiled graph the tiles (module docstring of grouped.py):
     # the same products summed in another order, a few float32 ulps of O(1) values.

@@ -11,18 +11,20 @@ use it.
 
 Two paths compute the same products (``grouped_linear``):
 
-- ``torch._grouped_mm`` (PyTorch's grouped GEMM: one kernel, rows of group e times matrix e,
-  group ends given as a device tensor) where it runs: bfloat16 on CUDA (sm80+) and CPU, float32 on
-  CPU outside ``torch.compile`` (torch 2.13's shape function, which compile traces, accepts
-  bfloat16 only), and row lengths that keep 16-byte-aligned strides.
-- elsewhere (float64, float32 under compile, odd widths, other devices) fixed-size tiles:
-  each group is padded to whole tiles of b rows, and one ``torch.bmm`` multiplies every tile by
-  its expert's matrix. The tile count T = (M + E (b - 1)) // b bounds sum_e ceil(count_e / b)
-  whatever the routing, so the buffer's shape is static. Measured on CPU against the
-  alternatives with static shapes (benchmarks/bench_moe.py, docs/benchmarks.md): a buffer of
-  capacity M per expert, or every row times every expert and a gather, both cost E times the
-  products; tiles of b = ceil(M / 2E) rows cost at most 1.5 times (padding under E b rows) and
-  gather at most ~3E expert matrices.
+- ``torch._grouped_mm`` (PyTorch's grouped GEMM: rows of group e times matrix e, group ends
+  given as a device tensor) where it runs without reading the group ends on the host:
+  bfloat16 on CUDA sm90/sm100 (its fused kernel; on other GPUs it falls back to a loop over the
+  groups, which reads them); on CPU (torch >= 2.9; 2.8 has no CPU kernel) bfloat16, and float32
+  outside ``torch.compile`` (its shape function, which compile traces, accepts bfloat16 only);
+  row lengths that keep 16-byte-aligned strides.
+- elsewhere (float64, float32 under compile, odd widths, other devices, torch < 2.9) fixed-size
+  tiles: each group is padded to whole tiles of b rows, and one ``torch.bmm`` multiplies every
+  tile by its expert's matrix. The tile count T = (M + E (b - 1)) // b bounds
+  sum_e ceil(count_e / b) whatever the routing, so the buffer's shape is static. With
+  b = ceil(M / 2E) the padding is under E b < M / 2 + E rows (at most ~1.5 times the products)
+  and T <= 3E tiles, so the gathered weights are at most 3E expert matrices. The static
+  alternatives cost E times the products: a buffer of capacity M per expert, or every row
+  times every expert.
 """
 
 from __future__ import annotations
@@ -80,19 +82,27 @@ def _tile_rows(rows: int, num_experts: int) -> int:
 
 
 def _grouped_mm_runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``torch._grouped_mm`` takes these operands (see the module docstring)."""
+    """Whether ``torch._grouped_mm`` takes these operands with no host sync (see the module docstring)."""
     if not hasattr(torch, "_grouped_mm") or x.dtype != weight.dtype or x.shape[0] == 0:
         return False
     if any(n * x.element_size() % 16 for n in weight.shape[1:]):  # its row strides must be 16-byte multiples
         return False
     if x.device.type == "cpu":
-        return x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and not torch.compiler.is_compiling())
-    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and _cuda_sm80(x.device.index)
+        cpu_dtype = x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and not torch.compiler.is_compiling())
+        return _TORCH_2_9 and cpu_dtype
+    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and _cuda_fused_grouped_mm(x.device.index)
 
 
-@torch.compiler.assume_constant_result  # a constant of the device: traced once, no query in the graph
-def _cuda_sm80(index: int | None) -> bool:
-    return torch.cuda.get_device_capability(index) >= (8, 0)
+_TORCH_2_9 = torch.torch_version.TorchVersion(torch.__version__) >= (2, 9)
+
+
+def _cuda_fused_grouped_mm(index: int | None) -> bool:
+    return torch.cuda.get_device_capability(index)[0] in (9, 10)
+
+
+# A constant of the device: Dynamo calls it once and keeps the answer (no query in the graph). The
+# mark torch.compiler.assume_constant_result sets, set without it: that decorator imports Dynamo.
+_cuda_fused_grouped_mm._dynamo_marked_constant = True
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
