@@ -19,7 +19,7 @@ piecewise linear, so both moments are closed form: on a piece alpha + beta x ove
     E[F'^2]                       = sum_pieces beta^2 dPhi,     dPhi = Phi(u) - Phi(l).
 
 Our parametrisation of the init (the paper's two constraints; our shape): unit-spaced
-breakpoints b_k = s + (k - 1). ``tropical``: the offset s is solved (scipy brentq)
+breakpoints b_k = s + (k - 1). ``tropical``: the offset s is solved (bisection)
 for E[P'^2] = 1 (it falls from n^2 to 0 as s grows), then a constant added to
 every a_k for E[P^2] = 1 (a shift t with t^2 + 2 t E[G] + E[G^2] = 1, the larger
 root). ``tropical_rational``: Q gets the breakpoints s + n + (k - 1), so R's slope
@@ -33,8 +33,6 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy.optimize import brentq
-from scipy.stats import norm
 from torch import nn
 
 from ..ops import dispatch
@@ -135,15 +133,40 @@ def _pieces(f, knots):
         yield lo, hi, f(left) - beta * left, beta
 
 
+def _normal_pdf(t: float) -> float:
+    return math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # 0 at +-inf
+
+
+def _normal_cdf(t: float) -> float:
+    return 0.5 * math.erfc(-t / math.sqrt(2))  # erfc keeps the lower tail's relative precision
+
+
 def _times_pdf(t: float) -> float:
-    return t * norm.pdf(t) if math.isfinite(t) else 0.0
+    return t * _normal_pdf(t) if math.isfinite(t) else 0.0
+
+
+def _bisect(f, lo: float, hi: float, xtol: float = 1e-13) -> float:
+    """A root of ``f`` in [lo, hi], where f(lo) and f(hi) differ in sign."""
+    f_lo = f(lo)
+    if f_lo * f(hi) > 0:
+        raise ValueError(f"no sign change of the init equation on [{lo}, {hi}]")
+    while hi - lo > xtol:
+        mid = (lo + hi) / 2
+        f_mid = f(mid)
+        if f_mid == 0:
+            return mid
+        if (f_mid < 0) == (f_lo < 0):
+            lo, f_lo = mid, f_mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
 
 
 def piecewise_linear_moments(f, knots) -> tuple[float, float, float]:
     """(E[f], E[f^2], E[f'^2]) for x ~ N(0, 1), f linear between ``knots`` (closed form, module docstring)."""
     mean = value = slope_sq = 0.0
     for lo, hi, alpha, beta in _pieces(f, knots):
-        d_cdf, d_pdf = norm.cdf(hi) - norm.cdf(lo), norm.pdf(lo) - norm.pdf(hi)
+        d_cdf, d_pdf = _normal_cdf(hi) - _normal_cdf(lo), _normal_pdf(lo) - _normal_pdf(hi)
         mean += alpha * d_cdf + beta * d_pdf
         value += alpha**2 * d_cdf + 2 * alpha * beta * d_pdf + beta**2 * (d_cdf + _times_pdf(lo) - _times_pdf(hi))
         slope_sq += beta**2 * d_cdf
@@ -164,7 +187,7 @@ def _line_max(a):
 
 def _variance_preserving(build, bracket) -> tuple[list[float], list[float]]:
     """Solve the offset s (in ``bracket``) for E[F'^2] = 1, then shift the numerator for E[F^2] = 1."""
-    s = brentq(lambda s: piecewise_linear_moments(*build(s)[2:])[2] - 1.0, *bracket, xtol=1e-13)
+    s = _bisect(lambda s: piecewise_linear_moments(*build(s)[2:])[2] - 1.0, *bracket)
     p, q, f, knots = build(s)
     mean, second, _ = piecewise_linear_moments(f, knots)
     variance = second - mean**2

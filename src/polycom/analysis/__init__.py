@@ -7,6 +7,10 @@
 What each number means and which paper it comes from: docs/analysis.md.
 """
 
+from ..extras import require
+
+require("lab", "polycom.analysis")  # one line naming the extra, before a bare ModuleNotFoundError
+
 from .coefficients import activation_coefficients, coefficient_trajectory
 from .rank import effective_rank, matrix_ranks, rank_summary
 from .report import analyze, analyze_model

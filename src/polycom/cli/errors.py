@@ -22,8 +22,9 @@ def one_line(error: BaseException, paths: dict | None = None) -> str:
 
     ``paths`` maps a path string to the option it came from (``{"runs/x.yaml": "--config"}``).
     """
-    from ..train.config import ConfigError
-
+    # A ConfigError exists only once train.config was imported (a core install has no lab extra to import it).
+    config = sys.modules.get("polycom.train.config")
+    is_config_error = config is not None and isinstance(error, config.ConfigError)
     if isinstance(error, _PATH_ERRORS) and error.filename is not None:
         where = (paths or {}).get(str(error.filename))
         text = f"{error.filename!r}: {error.strerror or type(error).__name__}"
@@ -32,7 +33,7 @@ def one_line(error: BaseException, paths: dict | None = None) -> str:
         text = str(error) or type(error).__name__
     # Messages from other libraries (Hugging Face) can span lines: join them.
     text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return f"config error: {text}" if isinstance(error, ConfigError) else f"error: {text}"
+    return f"config error: {text}" if is_config_error else f"error: {text}"
 
 
 def report(prog: str, error: BaseException, paths: dict | None = None) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..extras import MissingExtraError
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a run's latest checkpoint as a Hugging Face model folder",
@@ -21,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
         from ..evaluation.export import export_run
 
         export_run(args.run_dir, args.out, force=args.force)
+    except MissingExtraError:
+        raise  # main() prints it as one line
     except ImportError as e:
         print(f"polycom export: {e}; pip install 'polycom[hf]'", file=sys.stderr)
         return 2

@@ -4,3 +4,7 @@ The comparison's building blocks live in ``polycom.experiments.compare``: the sw
 specification and plan, run execution (local, process pool, submitit), run records,
 the statistics (``stats``), token efficiency, scaling fits, side-by-side throughput.
 """
+
+from ..extras import require
+
+require("lab", "polycom.experiments")  # one line naming the extra, before a bare ModuleNotFoundError

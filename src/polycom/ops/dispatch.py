@@ -43,7 +43,6 @@ _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _triton_state: list[bool] = []  # [importable], filled on first need
 
 
-@torch.compiler.assume_constant_result  # Dynamo calls it once and keeps the answer: no import in a trace
 def _triton_importable() -> bool:
     if not _triton_state:
         try:
@@ -57,6 +56,12 @@ def _triton_importable() -> bool:
                 op.resolve_triton()
             _triton_state.append(True)
     return _triton_state[0]
+
+
+# Dynamo calls it once and keeps the answer: no import in a trace. This is the mark that
+# torch.compiler.assume_constant_result sets, set without it: the decorator imports Dynamo,
+# a second of `import polycom` (tests/test_packaging.py checks that the mark is the same).
+_triton_importable._dynamo_marked_constant = True
 
 
 def _triton_can_run(x: torch.Tensor) -> bool:
