@@ -197,3 +197,76 @@ def test_folders_load_without_polycom_with_the_same_logits_and_with_polycom_on_i
     cls_module, model_module, act_module = result["with_polycom"]
     assert cls_module.startswith("transformers_modules.")  # the folder's code ran, on polycom's modules
     assert model_module == "polycom.models.transformer" and act_module == "polycom.activations.polynorm"
+
+
+# --- The plain decoder has the same Hugging Face API -------------------------------------------
+
+@pytest.fixture
+def plain_and_polycom(monkeypatch):
+    """(build(**config) -> (model on polycom's Transformer, the same weights in the remote file's plain
+    Decoder)); in-process, with the remote files' polycom imports set to None, as where it is missing."""
+    from polycom.hf.remote import modeling_polycom
+
+    def build(**kw):
+        config = H.PolyComConfig(vocab_size=128, max_seq_len=48, n_kv_heads=2, qk_norm=True, **kw)
+        torch.manual_seed(0)
+        fast = _perturbed(H.PolyComForCausalLM(config))
+        with monkeypatch.context() as m:
+            m.setattr(modeling_polycom, "PolycomTransformer", None)
+            m.setattr(plain, "polycom", None)
+            slow = H.PolyComForCausalLM(config).eval()
+        assert type(slow.model) is modeling_polycom.Decoder
+        assert {type(m).__module__ for m in slow.modules() if type(m).__module__.startswith("polycom")} == {
+            modeling_polycom.__name__, plain.__name__}  # nothing of polycom's outside the remote files
+        slow.load_state_dict(fast.state_dict())
+        return fast, slow
+
+    return build
+
+
+MOE = {"num_experts": 4, "top_k": 2, "coefficients": "per_expert", "shared_expert": True}
+
+
+def test_plain_decoder_padding_cache_and_generate_equal_polycoms(plain_and_polycom):
+    from polycom.evaluation.generate import SamplingConfig, generate_ids
+
+    fast, slow = plain_and_polycom(activation="gated_polynorm", activation_kwargs=EAGER, moe=MOE)
+    ids = torch.randint(1, 128, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    with torch.no_grad():
+        for model in (fast, slow):
+            model.out = model(ids, attention_mask=mask).logits
+        # Same math, other kernels and summation order (grouped experts vs a loop): ~1e-7 in fp32.
+        torch.testing.assert_close(slow.out, fast.out, rtol=0, atol=1e-5)
+        cache = transformers.DynamicCache()
+        steps = [slow(ids[:1, :6], past_key_values=cache).logits]
+        steps += [slow(ids[:1, t:t + 1], past_key_values=cache).logits for t in range(6, 9)]
+        torch.testing.assert_close(torch.cat(steps, 1), slow.out[:1], rtol=0, atol=1e-5)
+    prompt = ids[:1, :5]
+    out = slow.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10, do_sample=False,
+                        pad_token_id=0)
+    want = generate_ids(fast.model, prompt[0].tolist(), SamplingConfig(max_new_tokens=10, temperature=0))
+    assert out[0, 5:].tolist() == want  # polycom generate's greedy tokens
+
+
+def test_plain_decoder_loss_aux_and_gradients_equal_polycoms(plain_and_polycom):
+    fast, slow = plain_and_polycom(activation="polynorm", activation_kwargs=EAGER, moe=MOE)
+    ids = torch.randint(0, 128, (2, 12))
+    grads = []
+    for model in (fast, slow.train()):
+        model.train()
+        model.zero_grad()
+        loss = model(ids, labels=ids).loss  # cross entropy + the routers' load-balance and z losses
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_fast, g_fast), (loss_slow, g_slow) = grads
+    torch.testing.assert_close(loss_slow, loss_fast, rtol=0, atol=1e-6)
+    assert g_fast.keys() == g_slow.keys()
+    for name in g_fast:  # fp32 backward through other kernels: 1e-5 of gradients of size ~1e-2..1
+        torch.testing.assert_close(g_slow[name], g_fast[name], rtol=1e-4, atol=1e-5, msg=name)
+    slow.gradient_checkpointing_enable()
+    slow.zero_grad()
+    slow(ids, labels=ids).loss.backward()
+    torch.testing.assert_close(slow.model.tok_embeddings.weight.grad, g_slow["model.tok_embeddings.weight"],
+                               rtol=1e-5, atol=1e-7)
