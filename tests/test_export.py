@@ -2,6 +2,7 @@
 tokenizer ids, transformers' generate), the CLI commands, and their bad-input errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +54,13 @@ def test_export_round_trip_logits_tokenizer_and_hf_generate(trained, tmp_path):
     # The same weights and the same code: equal up to fp32 summation order (1e-6 asked, 0 expected).
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     meta = json.loads((out / "polycom_export.json").read_text())
+    # The folder carries its model code (tests/test_hf_portable.py loads such folders without polycom).
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]
+    assert auto_map == {"AutoConfig": "configuration_polycom.PolyComConfig",
+                        "AutoModelForCausalLM": "modeling_polycom.PolyComForCausalLM"}
+    remote = Path(polycom.hf.__file__).parent / "remote"
+    for name in ("configuration_polycom.py", "modeling_polycom.py", "polycom_activations.py"):
+        assert (out / name).read_bytes() == (remote / name).read_bytes(), name
     assert meta["step"] == 6 and meta["tokenizer"] == "byte"
     # transformers' generate (no KV cache: recomputes the prefix) == polycom's cached greedy decoding.
     prompt = ids[:, :10]
