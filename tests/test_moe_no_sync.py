@@ -5,7 +5,7 @@ tensors), and the whole MoE model under torch.compile(fullgraph=True) with no gr
 import pytest
 import torch
 import torch.nn.functional as F
-from naive import naive_gated_poly_norm, naive_poly_norm
+from naive import naive_gated_poly_norm, naive_poly_norm, naive_poly_relu
 
 from polycom.models import MoE, MoEConfig, build_model, model_config
 from polycom.models import grouped
@@ -35,6 +35,8 @@ def per_expert_loop(moe, x):
         if moe.gated:
             gate = xe @ moe.gate_proj[e].T
             hid = naive_gated_poly_norm(gate, up, a.weight, a.bias) if hasattr(a, "weight") else F.silu(gate) * up
+        elif type(a).__name__ == "PolyReLU":
+            hid = naive_poly_relu(up, a.weight, a.bias)
         else:
             hid = naive_poly_norm(up, a.weight, a.bias) if hasattr(a, "weight") else F.gelu(up)
         out = out.index_add(0, token, top_p[token, slot, None] * (hid @ moe.down_proj[e].T))
@@ -66,7 +68,7 @@ def _moe_and_input(act, coefficients):
 
 @pytest.mark.parametrize("act, coefficients", [("polynorm", "per_layer"), ("polynorm", "per_expert"),
                                                ("gated_polynorm", "per_expert"), ("swiglu", "per_layer"),
-                                               ("gelu", "per_expert")])
+                                               ("gelu", "per_expert"), ("polyrelu", "per_expert")])
 def test_equals_the_per_expert_loop_float64(act, coefficients):
     moe, x = _moe_and_input(act, coefficients)
     x = x.requires_grad_(True)

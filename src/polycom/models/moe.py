@@ -102,7 +102,8 @@ class ExpertActivations(nn.Module):
 
     ``forward(h, [up,] groups)``: row i of h belongs to expert ``groups.expert[i]``. PolyNorm and
     gated PolyNorm experts run as one grouped op (each row with its expert's coefficients, one
-    kernel launch for all experts; ``activations/grouped_polynorm.py``); any other activation
+    kernel launch for all experts; ``activations/grouped_polynorm.py``); one without parameters
+    or buffers runs once on every row (the experts' modules are alike); any other activation
     runs once per expert on every row, keeping that expert's rows (E times the elementwise work,
     but static shapes: a group's rows, taken out, would have a size known only on the device).
     The state dict holds one module per expert either way (``experts.<e>.weight``).
@@ -115,6 +116,8 @@ class ExpertActivations(nn.Module):
         self.experts = nn.ModuleList(info.build(**(activation_kwargs or {})) for _ in range(num_experts))
         first = self.experts[0]
         self.grouped = type(first) in (PolyNorm, GatedPolyNorm)  # exactly these: a subclass may change forward
+        # Built alike with nothing to learn (GELU, SwiGLU): every expert computes one function, run once.
+        self.stateless = not any(True for _ in first.parameters()) and not any(True for _ in first.buffers())
 
     def forward(self, h: torch.Tensor, *rest):
         *up, groups = rest
@@ -126,6 +129,8 @@ class ExpertActivations(nn.Module):
             if self.gated:
                 return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, *options)
             return grouped_poly_norm(h, weight, bias, groups.expert, *options)
+        if self.stateless:
+            return self.experts[0](h, up[0]) if self.gated else self.experts[0](h)
         # A loop over experts (not tokens): each expert has its own coefficients.
         out = None
         for e, act in enumerate(self.experts):
