@@ -17,7 +17,7 @@ from ..extras import MissingExtraError, missing_extra
 from .errors import report
 
 # Module names under polycom.cli, in the order `polycom --help` lists them.
-COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx", "export", "generate", "eval")
+COMMANDS = ("activations", "models", "train", "compare", "analyze", "approx", "export", "generate", "eval", "graph")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,11 +33,11 @@ from ..errors import UsageError
 __all__ = ["csbm_graph", "karate_graph", "load_graph", "check_graph", "random_split", "edge_homophily",
            "CSBM_DEFAULTS"]
 
-CSBM_DEFAULTS = dict(n=600, classes=3, features=16, degree=8.0, homophily=0.3, signal=1.0)
+CSBM_DEFAULTS = dict(n=400, classes=3, features=16, degree=8.0, homophily=0.3, signal=0.5)
 
 
-def csbm_graph(n: int = 600, classes: int = 3, features: int = 16, degree: float = 8.0, homophily: float = 0.3,
-               signal: float = 1.0, seed: int = 0) -> Data:
+def csbm_graph(n: int = 400, classes: int = 3, features: int = 16, degree: float = 8.0, homophily: float = 0.3,
+               signal: float = 0.5, seed: int = 0) -> Data:
     """A contextual stochastic block model (Deshpande et al. 2018), the Polynormer ablations' kind of synthetic graph.
 
     Labels y_i uniform over ``classes`` (balanced, shuffled); features x_i = mu_{y_i} + e_i with class means
