@@ -18,6 +18,7 @@ from safetensors import safe_open
 
 from ..train.checkpoint import CheckpointError, latest_checkpoint, load_weights
 from ..train.config import Config, ConfigError, check_paths, load_config
+from ..train.sharded_checkpoint import is_sharded, read_state
 from ..models.structure import AnalysisError
 
 __all__ = ["RunFiles", "resolve_run", "load_model", "validation_inputs"]
@@ -31,7 +32,8 @@ class RunFiles:
 
 
 def _is_checkpoint(p: Path) -> bool:
-    return (p / "model.safetensors").is_file() and (p / "config.yaml").is_file()
+    """A single-process checkpoint (model.safetensors) or a sharded one (model/, written by DCP)."""
+    return ((p / "model.safetensors").is_file() or is_sharded(p)) and (p / "config.yaml").is_file()
 
 
 def resolve_run(path: str | Path) -> RunFiles:
@@ -61,6 +63,8 @@ def resolve_run(path: str | Path) -> RunFiles:
 
 
 def checkpoint_step(folder: Path) -> int:
+    if is_sharded(folder):
+        return int(read_state(folder)["step"])
     with safe_open(str(folder / "model.safetensors"), "pt") as f:  # the trainer stores the step as metadata
         return int((f.metadata() or {}).get("step", -1))
 

@@ -1,9 +1,13 @@
 """Atomic checkpoints: a crash at any moment leaves the previous one loadable.
 
-Layout of ``OUT/checkpoints``::
+Layout of ``OUT/checkpoints`` (a run in one process)::
 
     step_00000200/  model.safetensors  optimizer.pt  state.pt  config.yaml  checksums.json
     latest          -> the text "step_00000200"
+
+A run with several processes writes sharded checkpoints instead (``sharded_checkpoint.py``:
+``model/`` and ``optimizer/`` written by ``torch.distributed.checkpoint``, every rank its own
+shards), under the same rules below; either kind resumes under any world size or wrapping.
 
 A checkpoint is written into a hidden temporary folder, every file fsynced,
 then the folder is renamed into place (atomic on POSIX) and only then is
@@ -97,11 +101,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_checksums(folder: Path) -> None:
-    """``checksums.json``: size and SHA-256 of every other file in ``folder``."""
-    sums = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(folder.iterdir()) if f.name != CHECKSUMS}
-    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+def _write_checksums(folder: Path, known: dict | None = None) -> None:
+    """``checksums.json``: size and SHA-256 of every other file directly in ``folder``, plus ``known``
+    (relative path -> size and SHA-256, computed where the file was written: the ranks' shards)."""
+    sums = {**(known or {}), **{f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+                                for f in sorted(folder.iterdir()) if f.is_file() and f.name != CHECKSUMS}}
+    (folder / CHECKSUMS).write_text(json.dumps(dict(sorted(sums.items())), indent=1))
 
 
 def _checksums(folder: Path) -> dict | None:
@@ -219,6 +224,13 @@ def save_checkpoint(out_dir: Path, step: int, model_state: dict, optim_state: di
         last = latest_checkpoint(out_dir)
         kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
         raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {writing}; {kept}") from exc
+    _publish(root, tmp, name, keep)
+    return final
+
+
+def _publish(root: Path, tmp: Path, name: str, keep: int) -> None:
+    """Rename the complete ``tmp`` folder to ``root/name``, point ``latest`` at it, prune to ``keep``."""
+    final = root / name
     if final.exists():  # re-saving a step (e.g. a forced final save): replace the old copy
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -228,7 +240,6 @@ def save_checkpoint(out_dir: Path, step: int, model_state: dict, optim_state: di
     os.replace(pointer_tmp, root / LATEST)
     _fsync_dir(root)
     _prune(root, keep, protect=name)
-    return final
 
 
 def _prune(root: Path, keep: int, protect: str) -> None:
@@ -276,9 +287,10 @@ def checkpoint_step(folder: Path) -> int:
 
 
 def _file(folder: Path, name: str) -> Path:
-    """``folder/name``, refused when it is a link to a file elsewhere (another run's weights)."""
+    """``folder/name`` (``name`` may be ``model/__0_0.distcp``), refused when it or a folder on the
+    way is a link to elsewhere (another run's weights)."""
     path = folder / name
-    if path.resolve().parent != folder.resolve():
+    if path.resolve() != folder.resolve().joinpath(name):
         raise CheckpointError(f"{path}: links to {path.resolve()}, outside its checkpoint folder; refusing to load it")
     return path
 
@@ -306,6 +318,15 @@ def load_weights(folder: Path) -> tuple[dict, dict]:
     from safetensors import safe_open
 
     folder = Path(folder)
+    from .sharded_checkpoint import is_sharded, read_model_state, read_state
+
+    if is_sharded(folder):
+        model = read_model_state(folder)
+        state = read_state(folder)
+        metadata = {"step": str(state["step"])}
+        if state.get("corpus_hash"):
+            metadata["corpus_hash"] = str(state["corpus_hash"])
+        return model, metadata
     path = _verify(folder, "model.safetensors", _checksums(folder))
     try:
         with safe_open(str(path), "pt") as f:
@@ -316,7 +337,21 @@ def load_weights(folder: Path) -> tuple[dict, dict]:
 
 
 def _load_verified(folder: Path) -> dict:
+    from .sharded_checkpoint import is_sharded, verify_sharded
+
     sums = _checksums(folder)
+    if is_sharded(folder):  # the shards are loaded into the live model by sharded_checkpoint.load_sharded
+        verify_sharded(folder, sums)
+        path = folder / "state.pt"
+        try:
+            state = _torch_load(_verify(folder, "state.pt", sums))
+            path = _verify(folder, "config.yaml", sums)
+            return {"model": None, "optimizer": None, "state": state, "config_yaml": path.read_text(),
+                    "folder": folder, "sharded": True}
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CorruptCheckpointError(f"{path}: does not load ({type(e).__name__}: {e})") from None
     path = _verify(folder, "model.safetensors", sums)
     try:
         model = load_file(str(path))
@@ -330,14 +365,18 @@ def _load_verified(folder: Path) -> dict:
         raise
     except Exception as e:  # a damaged file in a checkpoint without checksums: safetensors, torch or utf-8 errors
         raise CorruptCheckpointError(f"{path}: does not load ({type(e).__name__}: {e})") from None
-    return {"model": model, "optimizer": optimizer, "state": state, "config_yaml": config_yaml, "folder": folder}
+    return {"model": model, "optimizer": optimizer, "state": state, "config_yaml": config_yaml, "folder": folder,
+            "sharded": False}
 
 
 def load_checkpoint(folder: Path, warn=None) -> dict:
-    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str, "folder": Path}``:
-    everything a resume needs, every file verified. A corrupt ``folder`` falls back to the newest
-    intact earlier ``step_*`` folder beside it, with one ``warn`` line (stderr by default) naming the
-    bad file; ``"folder"`` is the one loaded. None intact: ``CheckpointError`` naming the bad file."""
+    """``{"model": state_dict, "optimizer": ..., "state": ..., "config_yaml": str, "folder": Path,
+    "sharded": bool}``: everything a resume needs, every file verified (a sharded checkpoint's
+    model and optimizer are None here: ``sharded_checkpoint.load_sharded`` loads them into the
+    live model; with several processes the ranks share the verification, collectively). A corrupt
+    ``folder`` falls back to the newest intact earlier ``step_*`` folder beside it, with one ``warn``
+    line (stderr by default) naming the bad file; ``"folder"`` is the one loaded. None intact:
+    ``CheckpointError`` naming the bad file."""
     folder = Path(folder)
     root = folder.parent
     earlier = []

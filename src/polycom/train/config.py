@@ -37,6 +37,7 @@ __all__ = ["ConfigError", "Config", "ModelSection", "DataSection", "OptimSection
            "EvalSet", "load_config", "config_help", "preset_path", "list_presets", "check_paths"]
 
 _UNIONS = (typing.Union, types.UnionType)
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-fsdp")
 
 
 class ConfigError(ValueError):
@@ -154,7 +155,11 @@ class TrainSection:
     micro_batch_size: int = _f(16, "sequences per forward pass per rank (grad accumulation fills the rest)")
     seed: int = _f(0, "seed of the model init and the data order")
     device: str = _f("auto", "'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
-    precision: str = _f("auto", "'auto' (bf16 autocast on CUDA, else fp32), 'bf16' or 'fp32'")
+    precision: str = _f("auto", "'auto' (bf16 autocast on CUDA, else fp32), 'fp32', 'bf16' (autocast; fp32 "
+                                "weights) or 'bf16-fsdp' (FSDP2 MixedPrecisionPolicy: bf16 parameters in compute, "
+                                "fp32 gradient reduction and fp32 sharded master weights; train.parallel=fsdp)")
+    activation_checkpointing: int = _f(0, "recompute block forwards in backward: 0 = off, 1 = every block, "
+                                          "k = every k-th block (blocks 0, k, 2k, ...)")
     compile: bool = _f(False, "torch.compile the model")
     parallel: str = _f("auto", "'auto' (ddp under torchrun), 'none', 'ddp' or 'fsdp' (FSDP2)")
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
@@ -287,7 +292,14 @@ def _validate(cfg: Config) -> None:
         need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
     need(t.batch_size % t.micro_batch_size == 0, "train.batch_size",
          f"must be a multiple of train.micro_batch_size={t.micro_batch_size}, got {t.batch_size}")
-    need(t.precision in ("auto", "bf16", "fp32"), "train.precision", f"must be auto/bf16/fp32, got {t.precision!r}")
+    need(t.precision in PRECISIONS, "train.precision", f"must be one of {'/'.join(PRECISIONS)}, got {t.precision!r}")
+    need(t.precision != "bf16-fsdp" or t.parallel == "fsdp", "train.precision",
+         f"bf16-fsdp is FSDP2's mixed precision and needs train.parallel=fsdp, got train.parallel={t.parallel!r} "
+         "(use train.precision=bf16 for autocast)")
+    mc_layers = cfg.model_config().n_layers
+    need(0 <= t.activation_checkpointing <= mc_layers, "train.activation_checkpointing",
+         f"must be 0 (off), 1 (every block) or k <= model.n_layers={mc_layers} (every k-th block), "
+         f"got {t.activation_checkpointing}")
     need(t.parallel in ("auto", "none", "ddp", "fsdp"), "train.parallel",
          f"must be auto/none/ddp/fsdp, got {t.parallel!r}")
     need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "train.device",

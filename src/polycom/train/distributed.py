@@ -1,17 +1,23 @@
 """Everything that knows about processes and devices; the model and loop stay rank-free.
 
-The same command runs alone or under ``torchrun --nproc_per_node N``:
-``init_distributed`` reads torchrun's environment (RANK, WORLD_SIZE,
-LOCAL_RANK), picks NCCL on CUDA and gloo on CPU; ``parallelize`` wraps the
-model in DDP or FSDP2 (``fully_shard`` on every block, then the root). State
-dicts go through ``torch.distributed.checkpoint.state_dict`` so checkpoints
-are always full, unsharded, keyed by parameter name, and load under any world
-size or wrapping.
+The same command runs alone, under ``torchrun --nproc_per_node N``, or as the N
+tasks of a submitit or Slurm job: ``adopt_launcher_env`` turns submitit's job
+environment (``submitit.helpers.TorchDistributedEnvironment``) or Slurm's variables
+(SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the first host of the node list) into
+torchrun's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so everything
+after it reads one set of names. ``init_distributed`` joins the group, NCCL on CUDA
+and gloo on CPU; ``parallelize`` wraps the model in DDP or FSDP2 (``fully_shard`` on
+every block, then the root; ``train.precision=bf16-fsdp`` adds FSDP2's
+``MixedPrecisionPolicy``), after ``apply_activation_checkpointing`` wrapped the
+blocks that recompute. Checkpoint state dicts go through
+``torch.distributed.checkpoint.state_dict``, keyed by parameter name under any wrapping.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import zlib
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -21,7 +27,9 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["DistInfo", "resolve_device", "resolve_mode", "init_distributed", "parallelize", "barrier",
+__all__ = ["DistInfo", "resolve_device", "resolve_mode", "adopt_launcher_env", "launcher_world_size",
+           "init_distributed", "parallelize", "apply_activation_checkpointing", "checkpointed_blocks",
+           "mixed_precision_policy", "barrier", "reshard",
            "all_reduce", "main_first", "model_state_dict", "optimizer_state_dict", "load_model_state_dict",
            "load_optimizer_state_dict", "shutdown"]
 
@@ -72,9 +80,52 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def adopt_launcher_env() -> None:
+    """Export torchrun's variables for a task of a submitit or Slurm job with several tasks.
+
+    torchrun's own (WORLD_SIZE set) are kept as they are. Inside a submitit job
+    (``SUBMITIT_EXECUTOR`` set), submitit's ``TorchDistributedEnvironment`` exports them
+    (its master port is a function of the job id, so every task agrees). Under a bare
+    ``srun`` (SLURM_NTASKS > 1), they come from SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
+    the first host of SLURM_JOB_NODELIST and a port derived from SLURM_JOB_ID.
+    """
+    if "WORLD_SIZE" in os.environ:
+        return
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        import submitit
+
+        if submitit.JobEnvironment().num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        job = os.environ.get("SLURM_JOB_ID", "0")
+        os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
+                          LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+        os.environ.setdefault("MASTER_ADDR", _first_slurm_host())
+        os.environ.setdefault("MASTER_PORT", str(20000 + zlib.crc32(job.encode()) % 40000))
+
+
+def _first_slurm_host() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "localhost"
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        if "[" in nodes:
+            raise UsageError(f"SLURM_JOB_NODELIST={nodes}: cannot expand it without scontrol; set MASTER_ADDR "
+                             "to the first node's host name") from None
+        return nodes.split(",")[0]
+
+
+def launcher_world_size() -> int:
+    """The number of processes of this run as its launcher declares it (1 alone)."""
+    adopt_launcher_env()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join torchrun's process group if there is one; return (rank info, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """Join the launcher's process group if there is one; return (rank info, device)."""
+    world = launcher_world_size()
     if world == 1:
         return DistInfo(), resolve_device(device_name)
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
@@ -95,6 +146,14 @@ def shutdown() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def reshard(model: nn.Module) -> None:
+    """Free FSDP2's unsharded parameters left by a forward without backward (evaluation): the root
+    keeps its all-gathered parameters after forward, registered in place of the shards, which an
+    optimizer or a state dict would then no longer find. No-op without FSDP2."""
+    if hasattr(model, "reshard"):
+        model.reshard()
 
 
 def all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -147,7 +206,8 @@ def _fully_shard():
     return fully_shard
 
 
-def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.device) -> nn.Module:
+def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.device, precision: str = "fp32"
+                ) -> nn.Module:
     """``none``: unchanged; ``ddp``: DistributedDataParallel; ``fsdp``: FSDP2 per block + root."""
     mode = resolve_mode(mode, info)
     if mode == "none":
@@ -156,7 +216,7 @@ def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.devic
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    _shard(model)
+    _shard(model, precision)
     return model
 
 
@@ -169,14 +229,55 @@ def resolve_mode(mode: str, info: DistInfo) -> str:
     return mode
 
 
-def _shard(model: nn.Module) -> None:
+def mixed_precision_policy(dtype: torch.dtype, output_dtype: torch.dtype | None = None):
+    """FSDP2's policy: parameters all-gathered in ``dtype`` for compute, the unit's floating-point
+    inputs cast to ``dtype``, its outputs to ``output_dtype`` (None: left as computed), gradients
+    reduced in fp32."""
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy  # torch >= 2.6
+    except ImportError:
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy
+    return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32, output_dtype=output_dtype)
+
+
+def _shard(model: nn.Module, precision: str = "fp32") -> None:
+    """``fully_shard`` every block, then the root. ``bf16-fsdp``: bf16 parameters in compute and
+    fp32 gradient reduction, except activations with coefficients, which get their own unit that
+    computes in fp32 (fp32 coefficients, its bf16 input cast up) and hands bf16 to the next matmul:
+    PolyCom's powers and norms stay fp32."""
     fully_shard = _fully_shard()
+    if precision == "bf16-fsdp":
+        low = mixed_precision_policy(torch.bfloat16)
+        exact = mixed_precision_policy(torch.float32, output_dtype=torch.bfloat16)
+        for block in model.layers:
+            act = getattr(getattr(block, "mlp", None), "act", None)
+            if act is not None and any(True for _ in act.parameters()):
+                fully_shard(act, mp_policy=exact)
+            fully_shard(block, mp_policy=low)
+        fully_shard(model, mp_policy=low)
+        return
     for block in model.layers:
         fully_shard(block)
     fully_shard(model)
 
 
-def build_sharded(build: Callable[[], nn.Module], info: DistInfo, device: torch.device) -> nn.Module:
+def checkpointed_blocks(n_layers: int, every: int) -> list[int]:
+    """The blocks that recompute their forward in backward: ``every`` 0: none; 1: all; k: 0, k, 2k, ..."""
+    return list(range(0, n_layers, every)) if every else []
+
+
+def apply_activation_checkpointing(model: nn.Module, every: int) -> None:
+    """Wrap the blocks of ``checkpointed_blocks`` in torch's ``checkpoint_wrapper`` (non-reentrant
+    ``torch.utils.checkpoint``): they keep only their input for backward and run their forward
+    again there. State-dict keys are unchanged (the wrapper strips its prefix)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for i in checkpointed_blocks(len(model.layers), every):
+        model.layers[i] = checkpoint_wrapper(model.layers[i])
+
+
+def build_sharded(build: Callable[[], nn.Module], info: DistInfo, device: torch.device,
+                  prepare: Callable[[nn.Module], None] = lambda m: None, precision: str = "fp32") -> nn.Module:
     """An FSDP2 model whose full weights exist on rank 0 only, once, in CPU memory.
 
     Every rank builds the model on the meta device (no memory), shards it and
@@ -190,7 +291,8 @@ def build_sharded(build: Callable[[], nn.Module], info: DistInfo, device: torch.
     full_state = build().state_dict() if info.is_main else {}
     with torch.device("meta"):
         model = build()
-    _shard(model)
+    prepare(model)  # activation checkpointing wraps blocks before they are sharded
+    _shard(model, precision)
     model.to_empty(device=device)
     for module in model.modules():  # non-persistent buffers (RoPE tables) are derived, not loaded
         if hasattr(module, "reset_buffers"):

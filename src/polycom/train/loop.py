@@ -45,6 +45,7 @@ from .monitor import ActivationMonitor
 from .optim import build_optimizer, build_scheduler, clip_grads_to_norm_, describe_groups, total_grad_norm
 from .result import Eval, RunResult, peak_memory_bytes
 from .run_folder import RunFolderError, open_run_folder
+from .sharded_checkpoint import load_sharded, save_sharded
 
 __all__ = ["run", "Trainer", "Interrupted"]
 
@@ -60,6 +61,7 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
     ``overrides``; returns a RunResult. ``setup_hook(model)`` is called on the
     built model before wrapping (instrumentation, tests)."""
     cfg = load_config(config, list(overrides))
+    D.adopt_launcher_env()  # a task of a submitit or Slurm job: torchrun's variables from the job's
     check_paths(cfg)
     preflight.check(cfg)  # device, launch, folders, tokenizer path: one-line errors before anything is built
     owns_group = not torch.distributed.is_initialized()
@@ -128,17 +130,20 @@ class Trainer:
             torch.manual_seed(cfg.train.seed)  # same init on every rank, and on meta or not
             return build_model(self.model_config)
 
-        if D.resolve_mode(cfg.train.parallel, self.info) == "fsdp":
+        mode = D.resolve_mode(cfg.train.parallel, self.info)
+        checkpointing = lambda m: D.apply_activation_checkpointing(m, cfg.train.activation_checkpointing)
+        if mode == "fsdp":
             # Only rank 0 ever holds the full model (on CPU); the others allocate their shards.
-            model = self.model = D.build_sharded(build, self.info, dev)
+            model = self.model = D.build_sharded(build, self.info, dev, checkpointing, cfg.train.precision)
         else:
             model = build().to(dev)
+            checkpointing(model)
         self.num_params = model.num_params()
         self.flops_per_token = float(model.flops_per_token(cfg.data.seq_len))
         if setup_hook is not None:
             setup_hook(model)
         self.raw_model = model
-        if D.resolve_mode(cfg.train.parallel, self.info) != "fsdp":
+        if mode != "fsdp":
             self.model = D.parallelize(model, cfg.train.parallel, self.info, dev)
         # DDP all-reduces gradients in every backward; no_sync() defers that to the last micro-step.
         self.is_ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
@@ -146,13 +151,16 @@ class Trainer:
             model.compile()
         self.optimizer = build_optimizer(self.model, cfg.optim, dev.type)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        # bf16-fsdp: FSDP2 casts the parameters (distributed.py); autocast stays off.
         bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and dev.type == "cuda"
                                                  and torch.cuda.is_bf16_supported())
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
-        self.precision = "bf16" if bf16 else "fp32"
+        self.precision = "bf16" if bf16 else "bf16-fsdp" if cfg.train.precision == "bf16-fsdp" else "fp32"
         self.say(f"model: {self.model_config.activation}, {self.num_params:,} parameters, "
                  f"{self.flops_per_token / 1e6:.1f} MFLOPs/token; device {dev}, {self.precision}, "
-                 f"world {self.info.world_size} ({cfg.train.parallel}), grad accum {self.accum}")
+                 f"world {self.info.world_size} ({cfg.train.parallel}), grad accum {self.accum}"
+                 + (f", activation checkpointing every {cfg.train.activation_checkpointing} block(s)"
+                    if cfg.train.activation_checkpointing else ""))
         self.say(f"optimizer groups: {describe_groups(self.optimizer.param_groups)}; "
                  f"decay_activation_coefficients={cfg.optim.decay_activation_coefficients}")
 
@@ -243,6 +251,7 @@ class Trainer:
             targets = batch[:, 1:].to(self.device)
             sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
                                  self.token_bytes[targets].sum().double()])
+        D.reshard(self.model)
         nll, tokens, n_bytes = D.all_reduce(sums).tolist()
         if n_bytes == 0:  # a corpus of NUL bytes or special tokens only: bits per byte are 0 / 0
             raise ValueError(f"{what} holds no text bytes (a corpus of NUL bytes or only special tokens?), so "
@@ -252,17 +261,15 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------
 
     def save(self, step: int) -> Path | None:
-        model_state = D.model_state_dict(self.model)  # collective under FSDP: every rank calls
-        optim_state = D.optimizer_state_dict(self.model, self.optimizer)
-        path = None
-        if self.info.is_main:
-            state = {"scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-                     "data": {"samples_seen": step * self.cfg.train.batch_size, "seed": self.cfg.train.seed},
-                     "corpus_hash": self.data.corpus_hash}
-            path = save_checkpoint(self.out_dir, step, model_state, optim_state, state, self.cfg.to_yaml(),
-                                   keep=self.cfg.train.keep_checkpoints)
-        D.barrier()
-        return path
+        """Checkpoint ``step``: one process writes full files; several write DCP shards, each rank its own."""
+        state = {"scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                 "data": {"samples_seen": step * self.cfg.train.batch_size, "seed": self.cfg.train.seed},
+                 "corpus_hash": self.data.corpus_hash}
+        keep = self.cfg.train.keep_checkpoints
+        if self.info.enabled:
+            return save_sharded(self.out_dir, step, self.model, self.optimizer, state, self.cfg.to_yaml(), keep)
+        return save_checkpoint(self.out_dir, step, D.model_state_dict(self.model),
+                               D.optimizer_state_dict(self.model, self.optimizer), state, self.cfg.to_yaml(), keep)
 
     def resume(self) -> int:
         folder = latest_checkpoint(self.out_dir)
@@ -275,8 +282,11 @@ class Trainer:
             raise RunFolderError(f"train.resume: the training data differ from the run in {self.out_dir} "
                                  f"(corpus hash {saved_hash[:12]}... now {self.data.corpus_hash[:12]}...); "
                                  "resume with the same data.* settings and files, or start a new train.out_dir")
-        D.load_model_state_dict(self.model, ckpt["model"])
-        D.load_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"])
+        if ckpt["sharded"]:  # DCP reshards onto this run's world size and wrapping
+            load_sharded(ckpt["folder"], self.model, self.optimizer, ckpt["state"]["param_groups"])
+        else:
+            D.load_model_state_dict(self.model, ckpt["model"])
+            D.load_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["state"]["scheduler"])
         set_rng_state(ckpt["state"]["rng"])
         self.say(f"resumed from {ckpt['folder']} (step {ckpt['state']['step']})")  # an intact earlier one after a fallback

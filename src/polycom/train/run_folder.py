@@ -40,13 +40,15 @@ __all__ = ["RunFolderError", "RunFolderLock", "open_run_folder", "config_changes
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "nan_report.json", "checkpoints", "tb")
 
 # Keys a resume may change: how the run is observed, saved or executed, never what it computes
-# (up to float rounding: micro_batch_size regroups the same global batch; device/parallel move it).
+# (up to float rounding: micro_batch_size regroups the same global batch; device/parallel move it;
+# activation_checkpointing recomputes the same forward).
 # train.steps re-plans the cosine schedule over the new total from the resumed step on.
 SAFE_TO_CHANGE = frozenset({
     "train.steps", "train.stop_at_step", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.monitor_every", "train.threads", "train.progress", "train.tensorboard",
     "train.nan_guard",
     "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.out_dir", "data.cache_dir",
+    "train.activation_checkpointing",
     "eval.sets",  # what else is scored at the eval points; the training itself does not read them
 })
 _COMMANDS = ("train.resume", "train.overwrite")  # what to do with the folder, not settings of the run

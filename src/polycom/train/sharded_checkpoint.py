@@ -1,0 +1,235 @@
+"""Sharded checkpoints of a run with several processes, written by ``torch.distributed.checkpoint`` (DCP).
+
+Layout of one checkpoint (the rest of ``checkpoint.py``'s rules apply unchanged: a hidden
+temporary folder, renamed into place, then ``latest``; ``checksums.json``; ``weights_only``)::
+
+    step_00000200/  model/      .metadata  __0_0.distcp  __1_0.distcp ...   every rank its own shards
+                    optimizer/  .metadata  __0_0.distcp  __1_0.distcp ...   AdamW's moments, sharded alike
+                    state.pt    config.yaml  checksums.json                   written by rank 0 (small)
+
+Nothing is gathered on one rank: each rank writes the shards it holds (FSDP2's DTensor shards;
+under DDP, DCP spreads the replicated tensors over the ranks), hashes the files it wrote and
+sends rank 0 only their sizes and SHA-256s. ``state.pt`` holds the step, scheduler, RNG
+states, data position and the optimizer's param groups (plain values), so the DCP folders hold
+tensors only. A checkpoint loads under any world size and wrapping: DCP reshards on load
+(2 ranks FSDP2 -> 1 process, DDP -> FSDP2, ...). The folder must be on a file system every
+rank sees.
+
+Loading never runs code from the folder: tensors are read by DCP with
+``torch.load(weights_only=True)``; ``.metadata`` (a pickle) is read by ``_SafeUnpickler``,
+which builds DCP's metadata classes, torch sizes and dtypes and nothing else; a checkpoint
+holding non-tensor entries (which DCP would unpickle freely) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import (CHECKSUMS, CorruptCheckpointError, CheckpointError, DiskFullError, _fsync_file,
+                         _is_disk_full, _publish, _sha256, _torch_load, _verify, _write_checksums,
+                         checkpoint_step, latest_checkpoint)
+
+__all__ = ["save_sharded", "load_sharded", "read_model_state", "read_state", "is_sharded", "verify_sharded"]
+
+MODEL, OPTIMIZER = "model", "optimizer"
+
+
+def is_sharded(folder: Path) -> bool:
+    return (Path(folder) / MODEL / ".metadata").is_file()
+
+
+def _rank() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _broadcast(value):
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(value) -> list:
+    if not dist.is_initialized():
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _own_files(tmp: Path, rank: int) -> list[Path]:
+    """The shard files this rank wrote (DCP names them ``__RANK_N.distcp``)."""
+    return sorted(f for sub in (MODEL, OPTIMIZER) for f in (tmp / sub).glob(f"__{rank}_*.distcp"))
+
+
+def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                 config_yaml: str, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` from every rank (collective), then publish it atomically on rank 0."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    rank, _ = _rank()
+    root = Path(out_dir) / "checkpoints"
+    name = f"step_{step:08d}"
+    tmp = root / _broadcast(f".tmp-{name}-{os.getpid()}")  # rank 0's name: one folder for all ranks
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if dist.is_initialized():
+        dist.barrier()
+    optim_state = get_optimizer_state_dict(model, optimizer)
+    writing = tmp / MODEL
+    try:
+        dcp.save(get_model_state_dict(model), checkpoint_id=str(writing))
+        writing = tmp / OPTIMIZER
+        dcp.save({"state": optim_state["state"]}, checkpoint_id=str(writing))
+        sums = {}
+        for f in _own_files(tmp, rank):
+            writing = f
+            _fsync_file(f)
+            sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+        sums = {k: v for part in _gather(sums) for k, v in part.items()}
+        if rank == 0:
+            writing = tmp / "state.pt"
+            torch.save({**state, "step": step, "param_groups": optim_state["param_groups"]}, writing)
+            writing = tmp / "config.yaml"
+            writing.write_text(config_yaml)
+            for sub in (MODEL, OPTIMIZER):
+                f = tmp / sub / ".metadata"
+                _fsync_file(f)
+                sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+            writing = tmp / CHECKSUMS
+            _write_checksums(tmp, sums)
+            for f in tmp.iterdir():
+                if f.is_file():
+                    _fsync_file(f)
+    except Exception as exc:  # DCP raises a CheckpointException on every rank when one rank's write failed
+        if not _is_disk_full(exc):
+            raise
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(out_dir)
+        kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
+        raise DiskFullError(28, f"no space left on device while writing {writing}; {kept}") from exc
+    if dist.is_initialized():
+        dist.barrier()  # every rank's shards are on disk before the folder is published
+    final = root / name
+    if rank == 0:
+        _publish(root, tmp, name, keep)
+    if dist.is_initialized():
+        dist.barrier()
+    return final
+
+
+def verify_sharded(folder: Path, sums: dict | None, subfolders=(MODEL, OPTIMIZER)) -> None:
+    """Check every file of ``subfolders`` against ``sums``; the ranks share the work (file i on rank
+    i mod world) and every rank raises the same ``CorruptCheckpointError`` if one file fails."""
+    rank, world = _rank()
+    names = sorted(str(f.relative_to(folder)) for sub in subfolders if (folder / sub).is_dir()
+                   for f in (folder / sub).iterdir())
+    if sums is not None:
+        names = sorted(set(names) | {n for n in sums if n.split("/")[0] in subfolders})
+    errors = []
+    for i, name in enumerate(names):
+        if i % world == rank:
+            try:
+                _verify(folder, name, sums)
+            except CorruptCheckpointError as e:
+                errors.append(str(e))
+    errors = [e for part in _gather(errors) for e in part]
+    if errors:
+        raise CorruptCheckpointError(errors[0])
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """DCP's ``.metadata`` pickle, with only the classes it holds: anything else is refused."""
+
+    _MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
+                "torch.distributed.checkpoint.planner")
+    _NAMES = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+              ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "Path")}
+
+    def find_class(self, module: str, name: str):
+        if module in self._MODULES or (module, name) in self._NAMES \
+                or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _reader(path: Path):
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            meta_path = Path(self.path) / ".metadata"
+            try:
+                with open(meta_path, "rb") as f:
+                    metadata = _SafeUnpickler(f).load()
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(f"{meta_path}: refused: it holds {e}, not only DCP's metadata classes "
+                                      "(it could run code when loaded)") from None
+            if any(isinstance(m, BytesStorageMetadata) for m in metadata.state_dict_metadata.values()):
+                raise CheckpointError(f"{meta_path}: refused: it lists non-tensor entries, which DCP unpickles "
+                                      "freely (polycom's checkpoints hold tensors only)")
+            if getattr(metadata, "storage_meta", None) is not None:
+                metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(path))
+
+
+def _load(state: dict, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, storage_reader=_reader(path), no_dist=not dist.is_initialized())
+
+
+def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_groups: list) -> None:
+    """Load a sharded checkpoint into the live ``model`` and ``optimizer`` (collective), resharding
+    from whatever world size and wrapping wrote it."""
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    folder = Path(folder)
+    model_state = get_model_state_dict(model)
+    _load(model_state, folder / MODEL)
+    set_model_state_dict(model, model_state)
+    optim_state = get_optimizer_state_dict(model, optimizer)  # allocates AdamW's state for DCP to fill
+    tensors = {"state": optim_state["state"]}
+    _load(tensors, folder / OPTIMIZER)
+    set_optimizer_state_dict(model, optimizer, {"state": tensors["state"], "param_groups": param_groups})
+
+
+def read_model_state(folder: Path) -> dict[str, torch.Tensor]:
+    """The full (unsharded) model state dict of a sharded checkpoint, in this process, on CPU:
+    what ``polycom export``, ``analyze`` and ``generate`` read. Verifies ``model/`` first."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    from .checkpoint import _checksums
+
+    folder = Path(folder)
+    sums = _checksums(folder)
+    for name in sorted(str(f.relative_to(folder)) for f in (folder / MODEL).iterdir()):
+        _verify(folder, name, sums)
+    metadata = _reader(folder / MODEL).read_metadata()
+    state = {key: torch.empty(meta.size, dtype=meta.properties.dtype)
+             for key, meta in metadata.state_dict_metadata.items() if isinstance(meta, TensorStorageMetadata)}
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, storage_reader=_reader(folder / MODEL), no_dist=True)
+    return state
+
+
+def read_state(folder: Path) -> dict:
+    """``state.pt`` of a checkpoint (weights_only)."""
+    return _torch_load(Path(folder) / "state.pt")
