@@ -44,7 +44,8 @@ def test_core_works_without_the_lab_extra():
         "import torch, polycom\n"
         "from polycom.models import build_model, model_config\n"
         "for name in ('debug', 'debug-moe'):\n"
-        "    model = build_model(model_config(name, activation='polynorm'))\n"
+        "    model = build_model(model_config(name, activation='polynorm',\n"
+        "                                     activation_kwargs={'implementation': 'eager'}))  # no Inductor compile\n"
         "    model(torch.randint(0, 64, (2, 8))).logits.sum().backward()\n"
         "y = polycom.functional.poly_relu(torch.randn(3, 5), torch.ones(4), torch.zeros(1))\n"
         "try:\n"
@@ -93,7 +94,16 @@ def test_missing_extra_keeps_unrelated_import_errors():
     error = missing_extra(ModuleNotFoundError("No module named 'scipy.stats'", name="scipy.stats"), "stats")
     assert isinstance(error, MissingExtraError) and (error.extra, error.module) == ("lab", "scipy")
     assert extra_of("torch_geometric.nn") == "graph" and extra_of("torch") is None
-    require("lab", "the test suite")  # installed here: no error
+
+
+def test_require_names_the_extra_and_the_missing_module(monkeypatch):
+    monkeypatch.setitem(EXTRAS, "present", ("torch", "numpy"))
+    monkeypatch.setitem(EXTRAS, "absent", ("numpy", "polycom_no_such_module"))
+    require("present", "a feature")  # installed: no error
+    with pytest.raises(MissingExtraError) as caught:
+        require("absent", "a feature")
+    assert str(caught.value) == ("a feature needs polycom's 'absent' extra (no module named 'polycom_no_such_module'): "
+                                 "pip install 'polycom[absent]'")
 
 
 def _pyproject() -> dict:
