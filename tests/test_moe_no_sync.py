@@ -103,13 +103,14 @@ def _groups(counts):
                                                (torch.bfloat16, False), (torch.bfloat16, True)])
 @pytest.mark.parametrize("counts", [[7, 0, 3, 1], [0, 0, 11, 0], [2, 3, 3, 3]])
 def test_grouped_linear_both_paths_against_float64(counts, dtype, grouped_mm, monkeypatch):
-    if grouped_mm and not hasattr(torch, "_grouped_mm"):
-        pytest.skip("torch._grouped_mm is not in this torch")
+    has_cpu_grouped_mm = hasattr(torch, "_grouped_mm") and grouped._TORCH_2_9
+    if grouped_mm and not has_cpu_grouped_mm:
+        pytest.skip("torch._grouped_mm has no CPU kernel in this torch (< 2.9)")
     groups = _groups(counts)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(sum(counts), 16, generator=g).to(dtype).requires_grad_(True)
     w = torch.randn(len(counts), 24, 16, generator=g).to(dtype).requires_grad_(True)
-    assert grouped._grouped_mm_runs(x, w) == (dtype in (torch.float32, torch.bfloat16))  # CPU, aligned widths
+    assert grouped._grouped_mm_runs(x, w) == (has_cpu_grouped_mm and dtype != torch.float64)  # CPU, aligned widths
     if not grouped_mm:
         monkeypatch.setattr(grouped, "_grouped_mm_runs", lambda *a: False)
     y = grouped_linear(x, w, groups)
@@ -126,6 +127,21 @@ def test_grouped_linear_both_paths_against_float64(counts, dtype, grouped_mm, mo
         assert got.dtype == dtype
         torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol)
     assert (gw[torch.tensor(counts) == 0] == 0).all()  # an empty expert gets exactly zero
+
+
+@pytest.mark.parametrize("grouped_mm", [False, True])
+def test_grouped_linear_takes_an_expanded_gradient(grouped_mm, monkeypatch):
+    """y.sum() sends back a stride-0 gradient, which torch._grouped_mm's own backward refuses."""
+    if grouped_mm and not (hasattr(torch, "_grouped_mm") and grouped._TORCH_2_9):
+        pytest.skip("torch._grouped_mm has no CPU kernel in this torch (< 2.9)")
+    monkeypatch.setattr(grouped, "_grouped_mm_runs", lambda *a: grouped_mm)
+    groups = _groups([3, 0, 5])
+    x, w = torch.randn(8, 16, requires_grad=True), torch.randn(3, 8, 16, requires_grad=True)
+    y = grouped_linear(x, w, groups)
+    got = torch.autograd.grad(y.sum(), [x, w], retain_graph=True)
+    want = torch.autograd.grad(y, [x, w], torch.ones(y.shape))  # the same gradient, stored densely
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same kernels on the same values
 
 
 def test_tiles_bound_holds_for_the_worst_routing():

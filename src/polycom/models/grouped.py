@@ -105,6 +105,26 @@ def _cuda_fused_grouped_mm(index: int | None) -> bool:
 _cuda_fused_grouped_mm._dynamo_marked_constant = True
 
 
+class _GroupedMM(torch.autograd.Function):
+    """``torch._grouped_mm`` of x (M, in) and each group's ``weight[e].T``, with a backward that takes a
+    gradient of any layout: torch's own backward passes it on as given, and its kernel refuses an
+    expanded one (``y.sum()``: stride 0). Backward, group e: dx_e = g_e W_e, dW_e = g_e^T x_e."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, ends)
+        return torch._grouped_mm(x, weight.transpose(1, 2), offs=ends)  # (M, out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, ends = ctx.saved_tensors
+        grad = grad.contiguous()  # (M, out)
+        dx = torch._grouped_mm(grad, weight, offs=ends) if ctx.needs_input_grad[0] else None  # (M, in)
+        # 2-D x 2-D: the groups split the contraction over rows; an empty group gives zeros.
+        dw = torch._grouped_mm(grad.t(), x, offs=ends) if ctx.needs_input_grad[1] else None  # (E, out, in)
+        return dx, dw, None
+
+
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
     """Row i of x times expert ``groups.expert[i]``'s matrix: x (M, in), weight (E, out, in) -> (M, out)."""
     device = x.device.type
@@ -113,7 +133,7 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGroups) 
         dtype = torch.get_autocast_dtype(device)
         x, weight = (t if t.dtype == torch.float64 else t.to(dtype) for t in (x, weight))
     if _grouped_mm_runs(x, weight):
-        return torch._grouped_mm(x, weight.transpose(1, 2), offs=groups.ends)  # (M, out)
+        return _GroupedMM.apply(x.contiguous(), weight, groups.ends)  # (M, out)
     E, _, n_in = weight.shape
     block = _tile_rows(x.shape[0], E)
     position, tile_expert, count = groups.tiles(block)
