@@ -86,6 +86,26 @@ def test_remote_files_import_only_torch_and_transformers():
         assert set(get_imports(path)) <= {"torch", "transformers", "math", "importlib", "__future__"}, path.name
 
 
+@pytest.mark.parametrize("family", ["Llama", "Mistral", "Qwen2"])
+def test_swap_gives_each_family_its_polycom_model_type(family, tmp_path):
+    parent = getattr(transformers, f"{family}ForCausalLM")
+    model = _swapped(parent, getattr(transformers, f"{family}Config"), "gated_polynorm")
+    assert type(model).__name__ == f"PolyCom{family}ForCausalLM" and type(model).__mro__[1] is parent
+    assert model.config.model_type == f"polycom_{family.lower()}" and H.make_portable(model)  # again: no change
+    model.save_pretrained(tmp_path)  # with polycom imported the type is registered: no trust_remote_code needed
+    loaded = _eager(transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval())
+    assert type(loaded) is type(model)
+    ids = torch.randint(0, 128, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+    class OwnLlama(LlamaForCausalLM):  # a class of one's own keeps its class: polycom has no remote code for it
+        pass
+
+    assert not H.make_portable(OwnLlama(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16,
+                                                    num_hidden_layers=1, num_attention_heads=2)))
+
+
 # --- Saved folders load without polycom ---------------------------------------------------------
 
 def _perturbed(model):
@@ -108,10 +128,15 @@ def _swapped(cls, config_cls, activation):
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
     report = H.swap_activation(model, activation)
     assert "loads without polycom" in str(report)
-    for module in model.modules():  # the reference logits: polycom's eager kernels, not a per-shape CPU compile
+    return _perturbed(_eager(model))
+
+
+def _eager(model):
+    """polycom's activations in ``model`` on their eager kernels, not a per-shape CPU compile (seconds each)."""
+    for module in model.modules():
         if type(module).__module__.startswith("polycom.activations"):
             module.implementation = "eager"
-    return _perturbed(model)
+    return model
 
 
 CASES = {
