@@ -1,0 +1,261 @@
+"""Tensor parallelism: the torchtitan plan on PyTorch's own engine, with PolyNorm statistics over the group.
+
+``apply_tensor_parallel(model, tp_mesh)`` shards every block over the 1-D mesh ``tp_mesh`` (the
+tensor dimension of a (data, tensor) mesh) with ``torch.distributed.tensor.parallel``:
+
+- attention: ``q_proj``, ``k_proj``, ``v_proj`` column-wise (each rank holds whole heads),
+  ``o_proj`` row-wise (one all_reduce of the output);
+- dense MLP: ``up_proj`` and ``gate_proj`` column-wise, ``down_proj`` row-wise;
+- MoE: each expert's up/gate column-wise and down row-wise (the stacked (E, out, in) weights
+  become DTensors sharded on the hidden dimension, and the experts run on the local shards);
+  the router runs replicated; the routed and shared-expert outputs are summed by one all_reduce;
+- embeddings, norms, the LM head and the activations' coefficients stay replicated; the
+  QK-norm weights, applied to each rank's own heads, get their gradient summed over the group.
+
+The activation sees only the local columns of each token's hidden vector:
+
+- PolyNorm and gated PolyNorm (and their grouped forms) normalise over the whole vector, so
+  their modules get ``statistics_group``, the mesh's process group, and their op sums the
+  per-row statistics over it: one all_reduce of r floats per row in the forward and of r + 1
+  in the backward (``ops/sharded_poly_norm.py``). Their coefficient gradients then come out whole.
+- An elementwise activation computes the same on a shard; if it has coefficients (PolyReLU,
+  Hermite, ...), their gradient from one shard is partial, so the module reads them through
+  an identity whose backward sums the gradient over the group (DTensor ``from_local`` /
+  ``to_local``; one all_reduce per coefficient tensor).
+- Anything else (a PolyCom with an ``rmsnorm`` base other than PolyNorm, an unregistered
+  module, the AF-KAN and Mu-layer MLP kinds, per-expert coefficients) is refused by
+  ``check_tensor_parallel`` with one line naming the key.
+
+The model's own code stays rank-free; everything here acts through parallel styles, module
+hooks and attributes. Only plain single-device models are accepted: apply tensor parallelism
+before FSDP2 (``fully_shard`` on the data dimension), as torchtitan does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import UsageError
+
+__all__ = ["apply_tensor_parallel", "check_tensor_parallel", "step_context", "tensor_parallel_rule", "KEY"]
+
+KEY = "train.tensor_parallel"
+
+# Activation modules that compute elementwise (the same function on any subset of a row's features).
+_ELEMENTWISE = ("ReLU", "GELU", "SiLU", "ReLU2", "SwiGLU", "GEGLU", "PolyReLU", "Hermite", "Fourier",
+                "TropicalPolynomial", "TropicalRational", "FixedPolynomial", "ReLUApproximation")
+
+
+def tensor_parallel_rule(act: nn.Module) -> str:
+    """How ``act`` runs on a column shard: 'statistics' (PolyNorm family), 'elementwise', or a refusal reason."""
+    from ..activations import GatedPolyNorm, PolyNorm
+    from ..activations.general import PolyCom
+
+    if type(act) in (PolyNorm, GatedPolyNorm):
+        return "statistics"
+    if isinstance(act, PolyCom) and type(act).__name__ == "PolyCom":
+        if act.base == "rmsnorm":
+            return "a PolyCom with base 'rmsnorm' normalises over the hidden vector and has no statistics all_reduce"
+        return "elementwise"
+    if type(act).__name__ in _ELEMENTWISE and type(act).__module__.startswith(("polycom.", "torch.")):
+        return "elementwise"
+    return f"{type(act).__name__} is not known to be elementwise"
+
+
+def check_tensor_parallel(model_config, degree: int, world_size: int | None = None) -> None:
+    """Refuse a tensor-parallel ``degree`` this model or launch cannot run, one line naming the key.
+
+    ``world_size``: the processes of the job (default: the initialised process group's, 1 without one).
+    """
+    from ..models.mlp import mlp_kind
+    from ..registry import activation_info
+
+    if not isinstance(degree, int) or isinstance(degree, bool) or degree < 1:
+        raise UsageError(f"{KEY} must be a positive integer, got {degree!r}")
+    if degree == 1:
+        return
+    if world_size is None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world_size == 1:
+        raise UsageError(f"{KEY}={degree} needs {degree} processes, but this is a single process; launch with "
+                         f"torchrun --nproc-per-node {degree} (or set {KEY}=1)")
+    if world_size % degree:
+        raise UsageError(f"{KEY}={degree} does not divide the world size {world_size}: the (data, tensor) mesh "
+                         f"needs world size = data x {degree}")
+    c = model_config
+    for key, value in (("model.n_heads", c.n_heads), ("model.n_kv_heads", c.kv_heads)):
+        if value % degree:
+            raise UsageError(f"{KEY}={degree} does not divide {key}={value}: each rank must hold whole heads")
+    width_key, width = ("model.moe.expert_hidden", c.expert_hidden) if c.moe else ("model.ffn_hidden", c.mlp_hidden)
+    if width % degree:
+        raise UsageError(f"{KEY}={degree} does not divide the MLP width {width} ({width_key}): "
+                         "the column shards must be equal")
+    info = activation_info(c.activation)
+    kind = mlp_kind(info.mlp_kind)
+    if not kind.projections:
+        raise UsageError(f"{KEY}={degree}: MLP kind {kind.name!r} (model.activation={c.activation!r}) has no "
+                         f"tensor-parallel plan; use {KEY}=1")
+    if c.moe is not None and c.moe.coefficients != "per_layer":
+        raise UsageError(f"{KEY}={degree}: model.moe.coefficients={c.moe.coefficients!r} has no tensor-parallel "
+                         f"plan (per-layer coefficients do); use {KEY}=1")
+    rule = tensor_parallel_rule(info.build(**(c.activation_kwargs or {})))
+    if rule not in ("statistics", "elementwise"):
+        raise UsageError(f"{KEY}={degree}: model.activation={c.activation!r} cannot run on a column shard ({rule}); "
+                         f"use {KEY}=1")
+
+
+def apply_tensor_parallel(model: nn.Module, tp_mesh) -> nn.Module:
+    """Shard ``model`` (a ``polycom.models.Transformer``) over the 1-D ``tp_mesh``; returns it, modified in place."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    from ..models.moe import MoE
+
+    if tp_mesh.ndim != 1:
+        raise UsageError(f"{KEY}: apply_tensor_parallel takes the 1-D tensor dimension of the mesh "
+                         f"(mesh['tp']), got a {tp_mesh.ndim}-D mesh")
+    degree = tp_mesh.size()
+    check_tensor_parallel(model.config, degree, dist.get_world_size())
+    if degree == 1:
+        return model
+    for block in model.layers:
+        plan = {f"attn.{name}": ColwiseParallel() for name in ("q_proj", "k_proj", "v_proj")}
+        plan["attn.o_proj"] = RowwiseParallel()
+        if isinstance(block.mlp, MoE):
+            _parallelize_moe(block.mlp, tp_mesh)
+        else:
+            for name in ("up_proj", "gate_proj"):
+                if getattr(block.mlp, name, None) is not None:
+                    plan[f"mlp.{name}"] = ColwiseParallel()
+            plan["mlp.down_proj"] = RowwiseParallel()
+            _shard_activation(block.mlp.act, tp_mesh)
+        parallelize_module(block, tp_mesh, plan)
+        for norm in (block.attn.q_norm, block.attn.k_norm):  # QK-norm: replicated weights on local heads
+            if norm is not None:
+                _sum_parameter_gradients(norm, tp_mesh)
+        # The attention module reshapes by its head counts: now those of one rank.
+        block.attn.n_heads //= degree
+        block.attn.n_kv_heads //= degree
+    return model
+
+
+def step_context(model: nn.Module):
+    """The context for the gradient norm, clipping and optimizer step of a model with DTensor parameters.
+
+    After ``apply_tensor_parallel`` the sharded weights are DTensors and the replicated ones plain
+    tensors; torch's foreach kernels (AdamW, ``clip_grads_with_norm_``, ``get_total_norm``) refuse
+    such a mix unless the plain tensors are read as replicated, which is what they are. Without
+    DTensor parameters this is a no-op context."""
+    import contextlib
+
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.experimental import implicit_replication
+
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return implicit_replication()
+    return contextlib.nullcontext()
+
+
+# ---- gradients of replicated tensors used on a shard ----
+
+def _sum_gradient(t: torch.Tensor, mesh) -> torch.Tensor:
+    """``t`` in the forward; in the backward, its gradient summed over ``mesh`` (each rank's is partial)."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate
+
+    return DTensor.from_local(t, mesh, [Replicate()], run_check=False).to_local(grad_placements=[Partial()])
+
+
+def _reduce_output(t: torch.Tensor, mesh) -> torch.Tensor:
+    """The sum of every rank's partial ``t`` (one all_reduce); its gradient passes unchanged to each rank."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate
+
+    return DTensor.from_local(t, mesh, [Partial()], run_check=False).redistribute(mesh, [Replicate()]).to_local()
+
+
+def _swap_parameters_in_forward(module: nn.Module, names, view) -> None:
+    """During each forward of ``module``, parameter ``name`` reads as ``view(parameter)`` (same entry afterwards).
+
+    The state dict, the optimizer and FSDP see the parameters themselves; only the forward's
+    graph goes through the view, whose backward delivers the gradient to the parameter."""
+    def swap(mod, args):
+        mod._tensor_parallel_saved = {n: mod._parameters[n] for n in names}
+        for n in names:
+            mod._parameters[n] = view(mod._parameters[n])
+
+    def restore(mod, args, output):
+        mod._parameters.update(mod.__dict__.pop("_tensor_parallel_saved", {}))
+
+    module.register_forward_pre_hook(swap)
+    module.register_forward_hook(restore, always_call=True)
+
+
+def _sum_parameter_gradients(root: nn.Module, mesh) -> None:
+    """Sum over ``mesh`` the gradient of every parameter under ``root``: replicated, but used on a shard."""
+    for module in root.modules():
+        names = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if names:
+            _swap_parameters_in_forward(module, names, lambda p: _sum_gradient(p, mesh))
+
+
+def _shard_activation(act: nn.Module, mesh) -> None:
+    """Make ``act`` right on the local columns (module docstring)."""
+    if tensor_parallel_rule(act) == "statistics":
+        act.statistics_group = mesh.get_group()
+    else:
+        _sum_parameter_gradients(act, mesh)
+
+
+# ---- MoE ----
+
+def _parallelize_moe(moe: nn.Module, mesh) -> None:
+    """Experts' hidden dimension over ``mesh``; router replicated; one all_reduce of the layer's output.
+
+    Gradients: the routed rows' input gradient is partial on each rank (each holds some hidden
+    columns), as is the routing weights' (each rank's output is a partial sum), so both are summed
+    over the group; the router's other inputs (the auxiliary losses) and the shared expert (whose
+    column-parallel projections reduce their own input gradient) read the unreduced input."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+    from torch.distributed.tensor.placement_types import Partial
+
+    if moe.experts is not None:
+        raise UsageError(f"{KEY}: MoE experts of an MLP kind with its own layer have no tensor-parallel plan")
+    names = [n for n in ("up_proj", "gate_proj") if getattr(moe, n, None) is not None]
+    for name in names + ["down_proj"]:
+        dim = 2 if name == "down_proj" else 1  # (E, d, h) row-wise, (E, h, d) column-wise
+        p = getattr(moe, name)
+        moe.register_parameter(name, nn.Parameter(distribute_tensor(p.data, mesh, [Shard(dim)])))
+    _swap_parameters_in_forward(moe, names + ["down_proj"], lambda p: p.to_local())
+    _shard_activation(moe.act, mesh)
+
+    def stash_input(mod, args):
+        mod._tensor_parallel_input = args[0]
+        return (_sum_gradient(args[0], mesh), *args[1:])
+
+    def reduce_output(mod, args, output):
+        mod.__dict__.pop("_tensor_parallel_input", None)
+        out, aux = output
+        return _reduce_output(out, mesh), aux
+
+    def unreduced_input(sub):
+        def hook(mod, args):
+            x = moe._tensor_parallel_input
+            return (x.reshape(-1, x.shape[-1]), *args[1:])
+        return hook
+
+    def sum_routing_weight_gradient(mod, args, output):
+        scores, probs, top_w, top_idx = output
+        return scores, probs, _sum_gradient(top_w, mesh), top_idx
+
+    moe.register_forward_pre_hook(stash_input)
+    moe.register_forward_hook(reduce_output, always_call=True)
+    moe.router.register_forward_pre_hook(unreduced_input(moe.router))
+    moe.router.register_forward_hook(sum_routing_weight_gradient)
+    if moe.shared_expert is not None:
+        shared = moe.shared_expert
+        plan = {f"{n}": ColwiseParallel() for n in ("up_proj", "gate_proj") if getattr(shared, n, None) is not None}
+        plan["down_proj"] = RowwiseParallel(output_layouts=Partial())  # summed with the routed output
+        parallelize_module(shared, mesh, plan)
+        _shard_activation(shared.act, mesh)
+        shared.register_forward_pre_hook(unreduced_input(shared))
