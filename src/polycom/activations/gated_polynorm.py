@@ -12,6 +12,7 @@ import torch
 
 from ..ops import dispatch
 from ..ops import gated_poly_norm as gated_poly_norm_op
+from ..ops.sharded_poly_norm import sharded_poly_norm
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor, check_same_shape
@@ -44,14 +45,17 @@ def gated_poly_norm(
     eps: float = 1e-6,
     implementation: str = "auto",
     bounds: PolyNormBounds | None = None,
+    statistics_group=None,
 ) -> torch.Tensor:
-    """Gated PolyNorm: ``PolyNorm(gate) * up``; ``bounds`` as ``poly_norm``'s (Motif's bounded form)."""
+    """Gated PolyNorm: ``PolyNorm(gate) * up``; ``bounds`` and ``statistics_group`` as ``poly_norm``'s."""
     check_float_tensor(gate, "gate")
     check_float_tensor(up, "up")
     check_same_shape(gate, up, "gate", "up")
     check_coefficients(weight, bias, gate)
     check_eps(eps)
     gate, weight, bias = apply_bounds(bounds, gate, weight, bias)
+    if statistics_group is not None:
+        return sharded_poly_norm(gate, up, weight, bias, None, eps, implementation, statistics_group)
     return dispatch.call("gated_poly_norm", implementation, gate, up, weight, bias, eps, order=weight.numel())
 
 
@@ -59,10 +63,12 @@ class GatedPolyNorm(PolyCoefficients):
     """Gated PolyNorm for GLU-style MLPs: ``forward(gate, up) = PolyNorm(gate) * up``.
 
     Used by Motif's models; with ``order=2`` it is Swiss AI's PNGLU (linear and
-    quadratic terms only). Same ``weight``/``bias`` layout as ``PolyNorm``.
+    quadratic terms only). Same ``weight``/``bias`` layout as ``PolyNorm``; ``statistics_group``
+    as ``PolyNorm``'s.
     """
 
     gated = True
+    statistics_group = None
 
     def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None, *,
                  sigmoid_coefficients: bool = False, bias_bound: float | None = None, output_scale: float = 1.0,
@@ -79,7 +85,8 @@ class GatedPolyNorm(PolyCoefficients):
             self.weight.fill_(self.bounds.initial_weight(self.order))
 
     def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return gated_poly_norm(gate, up, self.weight, self.bias, self.eps, self.implementation, self.bounds)
+        return gated_poly_norm(gate, up, self.weight, self.bias, self.eps, self.implementation, self.bounds,
+                               self.statistics_group)
 
     def extra_repr(self) -> str:
         s = f"order={self.order}, eps={self.eps:g}"

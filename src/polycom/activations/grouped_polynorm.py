@@ -15,6 +15,7 @@ import torch
 from ..ops import dispatch
 from ..ops import grouped_gated_poly_norm as grouped_gated_poly_norm_op
 from ..ops import grouped_poly_norm as grouped_poly_norm_op
+from ..ops.sharded_poly_norm import sharded_poly_norm
 from ..reference import compute_dtype
 from ..validation import check_eps, check_float_tensor, check_same_shape
 from .polynorm import normalized_powers
@@ -69,28 +70,35 @@ def _check_grouped(x: torch.Tensor, weight, bias, row_expert) -> None:
 
 def grouped_poly_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, row_expert: torch.Tensor,
                       eps: float = 1e-6, implementation: str = "auto",
-                      bounds: PolyNormBounds | None = None) -> torch.Tensor:
+                      bounds: PolyNormBounds | None = None, statistics_group=None) -> torch.Tensor:
     """PolyNorm of each row of ``x`` with expert ``row_expert[row]``'s coefficients: weight (E, r), bias (E, 1).
 
-    ``bounds``: Motif's bounded form (``polynorm_bounds.py``), the same for every expert."""
+    ``bounds``: Motif's bounded form (``polynorm_bounds.py``), the same for every expert.
+    ``statistics_group``: as ``polynorm.poly_norm``'s (rows split over tensor-parallel ranks)."""
     check_float_tensor(x, "x")
     _check_grouped(x, weight, bias, row_expert)
     check_eps(eps)
     x, weight, bias = apply_bounds(bounds, x, weight, bias)
+    if statistics_group is not None:
+        return sharded_poly_norm(x, None, weight, bias, row_expert.reshape(-1), eps, implementation, statistics_group)
     return dispatch.call("grouped_poly_norm", implementation, x, weight, bias, row_expert.reshape(-1), eps,
                          order=weight.shape[-1])
 
 
 def grouped_gated_poly_norm(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                             row_expert: torch.Tensor, eps: float = 1e-6, implementation: str = "auto",
-                            bounds: PolyNormBounds | None = None) -> torch.Tensor:
-    """Gated PolyNorm per expert: ``PolyNorm_e(gate) * up`` with e = ``row_expert`` of each row."""
+                            bounds: PolyNormBounds | None = None, statistics_group=None) -> torch.Tensor:
+    """Gated PolyNorm per expert: ``PolyNorm_e(gate) * up`` with e = ``row_expert`` of each row;
+    ``statistics_group`` as ``polynorm.poly_norm``'s."""
     check_float_tensor(gate, "gate")
     check_float_tensor(up, "up")
     check_same_shape(gate, up, "gate", "up")
     _check_grouped(gate, weight, bias, row_expert)
     check_eps(eps)
     gate, weight, bias = apply_bounds(bounds, gate, weight, bias)
+    if statistics_group is not None:
+        return sharded_poly_norm(gate, up, weight, bias, row_expert.reshape(-1), eps, implementation,
+                                 statistics_group)
     return dispatch.call("grouped_gated_poly_norm", implementation, gate, up, weight, bias, row_expert.reshape(-1),
                          eps, order=weight.shape[-1])
 

@@ -13,6 +13,7 @@ import torch
 
 from ..ops import dispatch
 from ..ops import poly_norm as poly_norm_op
+from ..ops.sharded_poly_norm import sharded_poly_norm
 from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor
@@ -73,14 +74,19 @@ def poly_norm(
     eps: float = 1e-6,
     implementation: str = "auto",
     bounds: PolyNormBounds | None = None,
+    statistics_group=None,
 ) -> torch.Tensor:
     """PolyNorm: ``bias + sum_i weight[r-i] * N(x^i)``, N = RMS norm over the last dim.
 
-    ``bounds``: Motif's bounded form (``polynorm_bounds.py``); None is the paper's PolyNorm."""
+    ``bounds``: Motif's bounded form (``polynorm_bounds.py``); None is the paper's PolyNorm.
+    ``statistics_group``: a process group over which each row's features are split (tensor
+    parallelism); the row statistics are then summed over it (``ops/sharded_poly_norm.py``)."""
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
     check_eps(eps)
     x, weight, bias = apply_bounds(bounds, x, weight, bias)
+    if statistics_group is not None:
+        return sharded_poly_norm(x, None, weight, bias, None, eps, implementation, statistics_group)
     return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
 
 
@@ -91,7 +97,11 @@ class PolyNorm(PolyCom):
     see each token's whole hidden vector. ``sigmoid_coefficients``, ``bias_bound``,
     ``output_scale``, ``input_bound``: Motif's bounded PolyNorm (``polynorm_bounds.py``; the
     defaults are the paper's, ``polycom.get_activation("motif_polynorm")`` sets Motif's values).
+    ``statistics_group``: None, or the tensor-parallel process group that holds the other
+    features of each row (set by ``train.tensor_parallel.apply_tensor_parallel``).
     """
+
+    statistics_group = None
 
     def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None, *,
                  sigmoid_coefficients: bool = False, bias_bound: float | None = None, output_scale: float = 1.0,
@@ -105,7 +115,7 @@ class PolyNorm(PolyCom):
             self.weight.fill_(self.bounds.initial_weight(self.order))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return poly_norm(x, self.weight, self.bias, self.eps, self.implementation, self.bounds)
+        return poly_norm(x, self.weight, self.bias, self.eps, self.implementation, self.bounds, self.statistics_group)
 
     def extra_repr(self) -> str:
         s = f"order={self.order}, eps={self.eps:g}"
