@@ -64,7 +64,19 @@ def csbm_graph(n: int = 400, classes: int = 3, features: int = 16, degree: float
     x = means[y] + torch.randn(n, features, generator=g) / math.sqrt(features)
     prob = torch.where(y[:, None] == y[None, :], p_in, p_out)  # (n, n)
     upper = torch.triu(torch.rand(n, n, generator=g) < prob, diagonal=1)
-    edge_index = to_undirected(upper.nonzero().t(), num_nodes=n)
+    edges = upper.nonzero().t()
+    # A node left without an edge (probability ~e^-degree each) gets one, to a node of its own class
+    # with probability ``homophily``, so that every generated graph passes ``check_graph``.
+    degree = torch.bincount(edges.reshape(-1), minlength=n)
+    extra = []
+    for i in (degree == 0).nonzero().view(-1).tolist():
+        same = bool(torch.rand(1, generator=g) < homophily) or classes == 1
+        pool = ((y == y[i]) if same else (y != y[i])).nonzero().view(-1)
+        pool = pool[pool != i]
+        extra.append((i, int(pool[torch.randint(len(pool), (1,), generator=g)])))
+    if extra:
+        edges = torch.cat([edges, torch.tensor(extra).t()], dim=1)
+    edge_index = to_undirected(edges, num_nodes=n)
     return Data(x=x, edge_index=edge_index, y=y, num_classes=classes)
 
 

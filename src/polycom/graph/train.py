@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .data import load_graph
-from .model import Polynormer, PolynormerConfig
+from .model import Polynormer, PolynormerConfig, graph_activation
 
 __all__ = ["GraphTrainConfig", "GraphRunResult", "train_node_classifier", "BASELINE_MODELS", "build_model"]
 
@@ -58,6 +58,8 @@ class GraphTrainConfig:
                 raise UsageError(f"{name}: expected an integer >= 0, got {getattr(self, name)!r}")
         if self.local_epochs + self.global_epochs == 0:
             raise UsageError("local_epochs: local_epochs + global_epochs must be positive")
+        if self.model == "polynormer":
+            graph_activation(self.activation)  # an unknown or gated key fails here, naming the field
         if not self.lr > 0:
             raise UsageError(f"lr: expected a positive float, got {self.lr!r}")
 
