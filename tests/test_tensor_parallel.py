@@ -55,7 +55,10 @@ def _config(activation: str, moe: bool) -> ModelConfig:
     return ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16,
                        ffn_hidden=96, ffn_multiple_of=8, activation=activation, activation_kwargs=kwargs,
                        qk_norm=True,
-                       moe=MoEConfig(num_experts=4, top_k=2, expert_hidden=48, shared_expert=True) if moe else None)
+                       # MoE PolyReLU with per-expert coefficients: the per-layer module is the dense one's.
+                       moe=MoEConfig(num_experts=4, top_k=2, expert_hidden=48, shared_expert=True,
+                                     coefficients="per_expert" if activation == "polyrelu" else "per_layer")
+                       if moe else None)
 
 
 def _batches(vocab: int):
@@ -186,7 +189,8 @@ def _worker(rank: int, port: int, path: str) -> None:
     try:
         from torch.distributed.device_mesh import init_device_mesh
 
-        mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))["tp"]
+        # The trainer's (data, tensor) mesh, here with one data-parallel replica.
+        mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))["tp"]
         cases = [(a, moe) for moe in (False, True) for a in ACTIVATIONS]
         sharded = [_run(a, moe, mesh) for a, moe in cases]
         results = {}
@@ -257,7 +261,12 @@ def test_refusals():
         with pytest.raises(UsageError, match=reason) as info:
             check_tensor_parallel(cfg, 2, world_size=2)
         assert "\n" not in str(info.value) and "train.tensor_parallel" in str(info.value)
+    per_expert = ModelConfig(vocab_size=64, n_layers=1, d_model=32, n_heads=4, max_seq_len=16, activation="polynorm",
+                             moe=MoEConfig(num_experts=4, top_k=2, coefficients="per_expert"))
+    with pytest.raises(UsageError, match="model.moe.coefficients='per_expert'"):
+        check_tensor_parallel(per_expert, 2, world_size=2)
     check_tensor_parallel(dense, 2, world_size=4)  # 2 x 2 mesh: fine
+    check_tensor_parallel(_config("polyrelu", True), 2, world_size=2)  # per-expert elementwise: fine
 
 
 @pytest.mark.parametrize("name", [n for n in list_activations() if activation_info(n).mlp_kind in ("plain", "gated")])

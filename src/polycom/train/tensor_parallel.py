@@ -23,7 +23,7 @@ The activation sees only the local columns of each token's hidden vector:
   an identity whose backward sums the gradient over the group (DTensor ``from_local`` /
   ``to_local``; one all_reduce per coefficient tensor).
 - Anything else (a PolyCom with an ``rmsnorm`` base other than PolyNorm, an unregistered
-  module, the AF-KAN and Mu-layer MLP kinds, per-expert coefficients) is refused by
+  module, the AF-KAN and Mu-layer MLP kinds, per-expert PolyNorm coefficients) is refused by
   ``check_tensor_parallel`` with one line naming the key.
 
 The model's own code stays rank-free; everything here acts through parallel styles, module
@@ -97,13 +97,15 @@ def check_tensor_parallel(model_config, degree: int, world_size: int | None = No
     if not kind.projections:
         raise UsageError(f"{KEY}={degree}: MLP kind {kind.name!r} (model.activation={c.activation!r}) has no "
                          f"tensor-parallel plan; use {KEY}=1")
-    if c.moe is not None and c.moe.coefficients != "per_layer":
-        raise UsageError(f"{KEY}={degree}: model.moe.coefficients={c.moe.coefficients!r} has no tensor-parallel "
-                         f"plan (per-layer coefficients do); use {KEY}=1")
     rule = tensor_parallel_rule(info.build(**(c.activation_kwargs or {})))
     if rule not in ("statistics", "elementwise"):
         raise UsageError(f"{KEY}={degree}: model.activation={c.activation!r} cannot run on a column shard ({rule}); "
                          f"use {KEY}=1")
+    if c.moe is not None and c.moe.coefficients != "per_layer" and rule == "statistics":
+        # models.moe.ExpertActivations runs them as one grouped op, which is not given the group.
+        raise UsageError(f"{KEY}={degree}: model.moe.coefficients={c.moe.coefficients!r} with "
+                         f"model.activation={c.activation!r} has no tensor-parallel plan (per-layer coefficients "
+                         f"do); use {KEY}=1")
 
 
 def apply_tensor_parallel(model: nn.Module, tp_mesh) -> nn.Module:
