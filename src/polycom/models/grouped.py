@@ -13,8 +13,8 @@ Two paths compute the same products (``grouped_linear``):
 
 - ``torch._grouped_mm`` (PyTorch's grouped GEMM: rows of group e times matrix e, group ends
   given as a device tensor) where it runs without reading the group ends on the host:
-  bfloat16 on CUDA sm90/sm100 (its fused kernel; on other GPUs it falls back to a loop over the
-  groups, which reads them); on CPU (torch >= 2.9; 2.8 has no CPU kernel) bfloat16, and float32
+  bfloat16 on CUDA sm90, and sm100 from torch 2.9 (its fused kernel; on other GPUs it falls back
+  to a loop over the groups, which reads them); on CPU (torch >= 2.9; 2.8 has no CPU kernel) bfloat16, and float32
   outside ``torch.compile`` (its shape function, which compile traces, accepts bfloat16 only);
   row lengths that keep 16-byte-aligned strides.
 - elsewhere (float64, float32 under compile, odd widths, other devices, torch < 2.9) fixed-size
@@ -97,7 +97,8 @@ _TORCH_2_9 = torch.torch_version.TorchVersion(torch.__version__) >= (2, 9)
 
 
 def _cuda_fused_grouped_mm(index: int | None) -> bool:
-    return torch.cuda.get_device_capability(index)[0] in (9, 10)
+    major = torch.cuda.get_device_capability(index)[0]
+    return major == 9 or (major == 10 and _TORCH_2_9)  # its fused kernel: Hopper, Blackwell from torch 2.9
 
 
 # A constant of the device: Dynamo calls it once and keeps the answer (no query in the graph). The
