@@ -142,6 +142,28 @@ def test_polycom_host_passes_its_bounds_eps_and_implementation():
     torch.testing.assert_close(host(x), want, rtol=0, atol=0)  # the same call of the same op
 
 
+def test_host_with_a_scalar_bias_and_variance_epsilon():
+    @use_kernel_forward_from_hub("PolyNorm")
+    class ScalarBiasPolyNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.tensor([0.3, 0.4, 0.3]))
+            self.bias = nn.Parameter(torch.tensor(0.1))  # 0-dim
+            self.variance_epsilon = 1e-2  # large, so reading another epsilon would show
+
+        def forward(self, x):
+            return naive_poly_norm(x, self.weight, self.bias.reshape(1), self.variance_epsilon).to(x.dtype)
+
+    host = ScalarBiasPolyNorm()
+    host.implementation = "eager"
+    x = torch.randn(3, 16) * 0.2  # small rows: mean(x^2) ~ 4e-2, mean(x^6) ~ 1e-3, against eps = 1e-2
+    want = host(x)
+    with use_kernel_mapping(kernels_hub.kernel_mapping(), inherit_mapping=False):
+        kernelize(host, mode=Mode.INFERENCE, device="cpu", use_fallback=False)
+    assert host.forward.__func__ is kernels_hub.PolyNorm.forward
+    torch.testing.assert_close(host(x), want, **TOL)
+
+
 def test_unknown_layer_name_is_refused():
     with pytest.raises(ValueError, match="'layer_name' must be one of"):
         kernels_hub.PolycomRepository("RMSNorm")

@@ -20,7 +20,7 @@ Layer names (``LAYER_NAMES``) and the host layer each one serves:
 
 The host keeps its parameters; the new forward reads them from it, in the layout of the
 PolyCom paper's checkpoints and polycom's modules: ``weight`` (r,) with ``weight[0]`` the
-coefficient of the highest power, ``bias`` (1,) = a_0, and the normaliser's epsilon as
+coefficient of the highest power, ``bias`` (1,) or a scalar = a_0, and the normaliser's epsilon as
 ``eps`` (or ``variance_epsilon``; 1e-6, the paper's, if the host has neither). A host that
 is a polycom module also passes its ``implementation`` and Motif ``bounds``. The forward
 calls ``polycom.functional``: Triton kernels on CUDA, compiled or eager PyTorch elsewhere
@@ -55,6 +55,11 @@ def _eps(host: nn.Module) -> float:
     return PAPER_EPS
 
 
+def _bias(host: nn.Module) -> torch.Tensor:
+    """a_0 as polycom's (1,) tensor; some hosts keep it as a scalar (0-dim) parameter."""
+    return host.bias.reshape(1) if host.bias.dim() == 0 else host.bias
+
+
 class PolyNorm(nn.Module):
     """Replacement forward for a host PolyNorm layer (``forward(x)``)."""
 
@@ -62,7 +67,7 @@ class PolyNorm(nn.Module):
     has_backward = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return poly_norm(x, self.weight, self.bias, _eps(self), getattr(self, "implementation", "auto"),
+        return poly_norm(x, self.weight, _bias(self), _eps(self), getattr(self, "implementation", "auto"),
                          getattr(self, "bounds", None))
 
 
@@ -73,7 +78,7 @@ class PolyReLU(nn.Module):
     has_backward = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return poly_relu(x, self.weight, self.bias, getattr(self, "implementation", "auto"))
+        return poly_relu(x, self.weight, _bias(self), getattr(self, "implementation", "auto"))
 
 
 class GatedPolyNorm(nn.Module):
@@ -83,7 +88,7 @@ class GatedPolyNorm(nn.Module):
     has_backward = True
 
     def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return gated_poly_norm(gate, up, self.weight, self.bias, _eps(self), getattr(self, "implementation", "auto"),
+        return gated_poly_norm(gate, up, self.weight, _bias(self), _eps(self), getattr(self, "implementation", "auto"),
                                getattr(self, "bounds", None))
 
 
