@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import dataclasses
 import math
 import multiprocessing
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,9 @@ def run_comparison(spec: GraphCompareSpec) -> GraphComparison:
     for h in spec.sweep:
         source = _sweep_source(spec.data, h)
         jobs += [(arm, s, source, h, spec.config(arm, s, source)) for s in range(spec.sweep_seeds) for arm in spec.arms]
-    start = time.perf_counter()
+    from ..environment import git_commit
+
+    commit, start, cpu_start = git_commit(), time.perf_counter(), _cpu_seconds()
     if spec.jobs == 1:
         records = [_run(j) for j in jobs]
     else:
@@ -123,7 +126,15 @@ def run_comparison(spec: GraphCompareSpec) -> GraphComparison:
             records = list(pool.map(_run, jobs))
     main = [r for r in records if r.homophily is None]
     sweep = [r for r in records if r.homophily is not None]
-    return GraphComparison(spec, main, sweep, analyse(spec, main, sweep), time.perf_counter() - start)
+    summary = analyse(spec, main, sweep)
+    summary["commit"], summary["cpu_seconds"] = commit, _cpu_seconds() - cpu_start
+    return GraphComparison(spec, main, sweep, summary, time.perf_counter() - start)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished workers."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _verdict(c: stats.PairedComparison) -> str:

@@ -177,14 +177,14 @@ def write_report(comparison: GraphComparison, out: Path) -> Path:
              "and dropout masks for every Polynormer activation",
              f"- reference: {s['baseline']}; Holm's adjustment over the {len(s['comparisons'])} other arms",
              f"- {len(comparison.main) + len(comparison.sweep)} runs in {comparison.seconds:.0f} s wall "
-             f"({spec.jobs} worker processes, one thread each)", "",
+             f"({spec.jobs} worker processes, one thread each; {s.get('cpu_seconds', math.nan):.0f} CPU-seconds)", "",
              "## Results", "", main_table(s), "",
              *[f"![{p.stem}]({p.name})" for p in figures[:3]], ""]
     if "sweep" in s:
         lines += ["## Homophily sweep (CSBM)", "",
                   f"Test accuracy, mean of {s['sweep']['seeds']} seeds per point (too few for intervals: a "
                   "picture of the trend, not a test).", "", sweep_table(s), "", "![homophily](homophily.png)", ""]
-    lines += ["## Reproduce", "", f"- polycom commit {git_commit() or 'unknown'}; versions "
+    lines += ["## Reproduce", "", f"- polycom commit {s.get('commit') or git_commit() or 'unknown'} (at the start); versions "
               + ", ".join(f"{k} {v}" for k, v in package_versions(("polycom", "torch", "torch_geometric")).items()), ""]
     write_text_atomic(out / "REPORT.md", "\n".join(lines))
     write_json_atomic(out / "summary.json", s)
