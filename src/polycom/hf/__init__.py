@@ -6,8 +6,9 @@ Importing this module registers model_type "polycom" with ``AutoConfig`` /
     import polycom.hf
     from polycom.hf import PolyComConfig, PolyComForCausalLM, swap_activation
     model = PolyComForCausalLM(PolyComConfig(activation="polynorm"))
-    model.save_pretrained("out")                      # safetensors
+    model.save_pretrained("out")                      # safetensors, config.json with auto_map, model code
     model = AutoModelForCausalLM.from_pretrained("out")
+    # where polycom is not installed: from_pretrained("out", trust_remote_code=True), plain PyTorch
 
     llama = LlamaForCausalLM(LlamaConfig(...))
     print(swap_activation(llama, "polynorm"))         # gated PolyNorm in every MLP
