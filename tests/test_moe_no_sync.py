@@ -155,7 +155,7 @@ def test_tiles_bound_holds_for_the_worst_routing():
         assert torch.equal(tile_expert[position // block], groups.expert)
 
 
-@pytest.mark.parametrize("act, coefficients", [("polynorm", "per_expert"), ("gelu", "per_expert"),
+@pytest.mark.parametrize("act, coefficients", [("polynorm", "per_expert"), ("gelu", "per_expert"), ("polyrelu", "per_expert"),
                                                ("swiglu", "per_layer"), ("mu_layer", "per_layer")])
 def test_forward_and_backward_need_no_values(act, coefficients):
     """On meta tensors (shapes, no data) any read of a routed value (.item(), .tolist(), a
