@@ -108,7 +108,7 @@ def main(argv=None) -> str:
     ap.add_argument("--heads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--softmax-max-bytes", type=float, default=2e9)
-    ap.add_argument("--fit-from", type=float, default=1e4)
+    ap.add_argument("--fit-from", type=float, default=3e3)
     ap.add_argument("--out", help="also write the markdown here")
     args = ap.parse_args(argv)
     nodes = [int(float(n)) for n in args.nodes.split(",")]
