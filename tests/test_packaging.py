@@ -82,9 +82,10 @@ print(json.dumps(results))
     assert out.returncode == 0, out.stderr
     *commands, (help_rc, _, help_text) = json.loads(out.stdout.splitlines()[-1])
     for argv, (rc, stderr, _) in zip(_ARGVS, commands):
-        assert rc == 2, (argv, stderr)
-        assert stderr == (f"polycom {argv[0]}: error: this command needs polycom's 'lab' extra "
-                          "(no module named 'yaml'): pip install 'polycom[lab]'\n"), argv
+        # The last line: torch 2.4 prints a FutureWarning of its own when the CLI imports torch.export.
+        assert rc == 2 and "Traceback" not in stderr, (argv, stderr)
+        assert stderr.splitlines()[-1] == (f"polycom {argv[0]}: error: this command needs polycom's 'lab' extra "
+                                           "(no module named 'yaml'): pip install 'polycom[lab]'"), argv
     assert help_rc == 0 and "(needs pip install 'polycom[lab]')" in help_text and "activations" in help_text
 
 
