@@ -8,7 +8,9 @@ refused:
     state        16 P bytes                        fp32 weights (4), gradients (4) and AdamW's
                                                    exp_avg and exp_avg_sq (8); bf16 autocast keeps
                                                    fp32 weights. FSDP shards it over the world size.
-    activations  B T (2 (6d + 2kv + 2h) L + 4V)    one micro-batch of B sequences of T tokens.
+    activations  B T (2 (6d + 2kv + 2h) L + 4V)    one micro-batch of B sequences of T tokens;
+                                                   a block under train.activation_checkpointing
+                                                   keeps its input only (2d instead).
 
 P: parameters of the model built on the ``meta`` device (no memory). Per token and layer,
 16-bit copies of what backward needs: the two norms' inputs, the attention's input, queries
@@ -86,7 +88,9 @@ def estimate_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1) ->
     tokens = cfg.train.micro_batch_size * cfg.data.seq_len
     mlp_width = mc.mlp_hidden if mc.moe is None else mc.moe.top_k * mc.expert_hidden
     per_layer = 6 * mc.d_model + 2 * mc.kv_heads * mc.head_dim + 2 * mlp_width
-    per_token_layers = ACTIVATION_BYTES * per_layer * mc.n_layers
+    # train.activation_checkpointing: a checkpointed block keeps only its input (d per token).
+    recomputed = len(range(0, mc.n_layers, cfg.train.activation_checkpointing)) if cfg.train.activation_checkpointing else 0
+    per_token_layers = ACTIVATION_BYTES * (per_layer * (mc.n_layers - recomputed) + mc.d_model * recomputed)
     per_token_logits = LOGIT_BYTES * mc.vocab_size
     activations = tokens * (per_token_layers + per_token_logits)
     # The culprit: the largest of what grows with the vocabulary, with the model's width and

@@ -10,7 +10,6 @@ setting without training it: ``bpe`` -> ``data.vocab_size``, ``byte`` -> 256,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..data import STANDARD_CORPORA
@@ -18,6 +17,7 @@ from ..errors import UsageError
 from . import distributed as D
 from .config import Config, ConfigError
 from .memory_estimate import MemoryEstimate, estimate_memory, memory_shortfall, meta_model
+from .memory_plan import activation_bytes, compute_dtype, gpus_needed, plan_memory
 
 __all__ = ["dry_run"]
 
@@ -44,9 +44,10 @@ def _data_status(source: str) -> str:
     return "found" if Path(source).exists() else "NOT FOUND on this machine (training would stop here)"
 
 
-def dry_run(cfg: Config) -> dict:
-    """Sizes of the run described by ``cfg``; ``world_size`` from torchrun's env (1 alone)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def dry_run(cfg: Config, world_size: int | None = None) -> dict:
+    """Sizes of the run described by ``cfg`` on ``world_size`` processes (default: the launcher's
+    environment, torchrun's or a submitit/Slurm job's; 1 alone)."""
+    world = world_size or D.launcher_world_size()
     model = meta_model(cfg, _vocab_size(cfg))
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     accum = cfg.grad_accum(world)
@@ -64,6 +65,7 @@ def dry_run(cfg: Config) -> dict:
         "grad_accum": accum,
         "data": f"{cfg.data.source} ({_data_status(cfg.data.source)})",
         "memory": estimate_memory(cfg, model, world),
+        "model": model,
     }
 
 
@@ -82,7 +84,25 @@ def format_dry_run(cfg: Config, info: dict) -> str:
         f"data:              {info['data']}",
         f"memory:            at least {info['memory'].describe()} per process",
         *_memory_warning(cfg, info["memory"]),
+        *memory_plan_lines(cfg, info["model"], info["world_size"]),
     ])
+
+
+def memory_plan_lines(cfg: Config, model, world: int) -> list[str]:
+    """The per-rank memory plan (``memory_plan.py``) here, and the 80 GB GPUs the run needs."""
+    import torch
+
+    # Planned for CUDA on a GPU machine, or where the config names CUDA or a bf16 precision (a cluster preset).
+    cuda = not cfg.train.device.startswith(("cpu", "mps")) and (
+        torch.cuda.is_available() or cfg.train.device.startswith("cuda") or cfg.train.precision.startswith("bf16"))
+    activations = activation_bytes(cfg, model, compute_dtype(cfg.train.precision, cuda), cuda)
+    plan = plan_memory(cfg, model, world, cuda=cuda, activations=activations)
+    gpus = gpus_needed(cfg, model, activations=activations if cuda else None)
+    need = (f"at least {gpus} with train.parallel=fsdp" + ("" if gpus == 1 else f" ({world} planned)")
+            if gpus else "none fits a rank's activations: lower train.micro_batch_size or set "
+                         "train.activation_checkpointing")
+    return [f"memory plan:       {plan.describe()}",
+            f"80 GB GPUs:        {need} (bf16 where train.precision is auto; the plan: docs/training.md#scaling-out)"]
 
 
 def _memory_warning(cfg: Config, estimate: MemoryEstimate) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...train.config import Config
-from ...train.summary import dry_run
+from ...train.summary import dry_run, memory_plan_lines
 from .plan import lr_tuned_sizes, plan_runs, scaling_steps
 from .spec import SweepSpec
 
@@ -29,18 +29,21 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
     reused = spec.lr_sweep and spec.lr_sweep_fraction == 1
     tuned = set(lr_tuned_sizes(spec))
     lines, total, memory = [], 0.0, None
+    job = (f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s) = {spec.world_size} process(es)"
+           + ("" if spec.world_size == 1 else f" under --launcher {spec.launcher}"
+              if spec.launcher != "local" else " (needs --launcher submitit or submitit-local)"))
     for phase in ("lr", "main"):
         for plan in plans[phase]:
             if phase == "main" and reused and plan.seed == spec.lr_tune_seed and plan.size in tuned:
                 continue
-            info = dry_run(Config.from_dict(plan.config))
+            info = dry_run(Config.from_dict(plan.config), spec.world_size)
             flops = info["flops_per_token"] * info["total_tokens"]
             total += flops
             if memory is None or info["memory"].total_bytes > memory[1].total_bytes:
-                memory = (plan.run_id, info["memory"])
+                memory = (plan.run_id, info["memory"], Config.from_dict(plan.config), info["model"])
             lr = "tuned" if phase == "main" and spec.lr_sweep else f"{plan.lr:g}"
             lines.append(f"{phase:<4} {plan.run_id}: {info['num_params']:,} params, {info['total_tokens']:,} tokens, "
-                         f"{flops:.3e} FLOPs, lr {lr}")
+                         f"{flops:.3e} FLOPs, lr {lr}, job {job}")
     first = Config.from_dict(plans["main"][0].config)
     return "\n".join([
         "# shared config (first main run; per run: model.activation, train.seed, optim.lr, size overrides)",
@@ -48,6 +51,7 @@ def format_dry_run(spec: SweepSpec, out: str | Path) -> str:
         f"{len(lines)} runs, {total:.3e} training FLOPs in all = {total / ASSUMED_FLOPS_PER_S / 3600:.2f} GPU-hours "
         "at an assumed 40% MFU of an H100 (989 TFLOP/s bf16)",
         f"memory: the largest run ({memory[0]}) needs at least {memory[1].describe()} per process",
+        *memory_plan_lines(memory[2], memory[3], spec.world_size),
         *_lr_phase_note(spec)])
 
 

@@ -85,9 +85,18 @@ def read_summary(path: Path) -> dict:
 
 def execute_run(plan: dict, threads: int = 0) -> str:
     """Train one planned run to its end (or resume it); returns its state afterwards:
-    'skipped' (was done), 'done' or 'failed'."""
-    from ...train import Config, run
+    'skipped' (was done), 'done' or 'failed'. Called by every task of a job of several
+    (submitit, Slurm): they form the run's process group, task 0 prepares the folder."""
+    from ...train import distributed as D
 
+    if D.launcher_world_size() > 1:
+        return _execute_as_task(plan, threads)
+    state = _prepare(plan)
+    return state if state == "skipped" else _train(plan, state, threads)
+
+
+def _prepare(plan: dict) -> str:
+    """Decide from the run folder what is left ('skipped', 'partial' or 'new') and make the folder ready."""
     out = Path(plan["config"]["train"]["out_dir"])
     state = run_state(out, plan["run_hash"], plan["config"])
     (out / "failure.json").unlink(missing_ok=True)  # beside a finished run it is stale (an interrupted writer's)
@@ -100,6 +109,13 @@ def execute_run(plan: dict, threads: int = 0) -> str:
         summary.unlink()  # the trainer's resume would stop on it; the resumed run writes a new one
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "plan.json", plan)
+    return state
+
+
+def _train(plan: dict, state: str, threads: int) -> str:
+    from ...train import Config, run
+
+    out = Path(plan["config"]["train"]["out_dir"])
     tree = json.loads(json.dumps(plan["config"]))
     tree["train"]["resume"] = state == "partial"
     tree["train"]["threads"] = threads
@@ -111,6 +127,21 @@ def execute_run(plan: dict, threads: int = 0) -> str:
             write_json_atomic(out / "failure.json", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
             return "failed"
     return "done"
+
+
+def _execute_as_task(plan: dict, threads: int) -> str:
+    """One task of a run's job: join the process group, let task 0 prepare the folder, train together."""
+    import torch.distributed as dist
+
+    from ...train import distributed as D
+
+    info, _ = D.init_distributed(plan["config"]["train"]["device"])
+    try:
+        box = [D.main_first(lambda main: _prepare(plan) if main else None, info)]
+        dist.broadcast_object_list(box, src=0)  # task 0's decision, for all
+        return box[0] if box[0] == "skipped" else _train(plan, box[0], threads)
+    finally:
+        D.shutdown()
 
 
 def worker_resources(jobs: int, device: str) -> list[dict]:
@@ -140,8 +171,10 @@ def _execute_in_worker(plan: dict) -> str:
 
 
 def execute_all(plans: list[dict], jobs: int, launcher: str, device: str, folder: Path,
-                slurm: dict | None = None, on_done: Callable[[dict, str], None] = lambda p, s: None) -> dict[str, str]:
-    """Run every plan; returns run_id -> 'skipped' | 'done' | 'failed'."""
+                slurm: dict | None = None, on_done: Callable[[dict, str], None] = lambda p, s: None,
+                shape: tuple[int, int] = (1, 1)) -> dict[str, str]:
+    """Run every plan; returns run_id -> 'skipped' | 'done' | 'failed'. ``shape``: (nodes, tasks per
+    node) of each run's job under submitit."""
     states: dict[str, str] = {}
 
     def finished(plan, state):
@@ -161,7 +194,8 @@ def execute_all(plans: list[dict], jobs: int, launcher: str, device: str, folder
             for future, plan in futures.items():
                 finished(plan, _result_or_failed(future.result))
     else:
-        _execute_submitit(plans, jobs, launcher, folder, slurm or {}, finished)
+        gpus = {"gpus_per_node": shape[1]} if launcher == "submitit" and device != "cpu" else {}  # one per task
+        _execute_submitit(plans, jobs, launcher, folder, {**gpus, **(slurm or {})}, finished, shape)
     return states
 
 
@@ -172,22 +206,24 @@ def _result_or_failed(get: Callable[[], str]) -> str:
         return "failed"
 
 
-def _execute_submitit(plans, jobs, launcher, folder, slurm, finished) -> None:
-    """One submitit job per run; ``submitit-local`` runs them as local subprocesses, ``jobs`` at a time."""
+def _execute_submitit(plans, jobs, launcher, folder, slurm, finished, shape=(1, 1)) -> None:
+    """One submitit job per run, of ``shape`` = (nodes, tasks per node) tasks that form the run's
+    process group; ``submitit-local`` runs them as local subprocesses, ``jobs`` runs at a time."""
     try:
         import submitit
     except ImportError:
         raise RuntimeError("--launcher submitit needs submitit: pip install 'polycom[cluster]'") from None
     cluster = "local" if launcher == "submitit-local" else None
+    nodes, tasks = shape
     executor = submitit.AutoExecutor(folder=str(folder / "submitit"), cluster=cluster)
-    params = {"timeout_min": 24 * 60, **slurm}
+    params = {"timeout_min": 24 * 60, "nodes": nodes, "tasks_per_node": tasks, **slurm}
     if cluster == "local":
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     executor.update_parameters(**params)
-    threads = worker_resources(jobs, "cpu")[0]["threads"] if cluster == "local" else 0
+    threads = max(1, worker_resources(jobs, "cpu")[0]["threads"] // tasks) if cluster == "local" else 0
     batch = jobs if cluster == "local" else len(plans)  # Slurm queues them all; locally, jobs at a time
     for start in range(0, len(plans), batch):
         chunk = plans[start:start + batch]
         submitted = [(executor.submit(execute_run, plan, threads), plan) for plan in chunk]
         for job, plan in submitted:
-            finished(plan, _result_or_failed(job.result))
+            finished(plan, _result_or_failed(lambda: job.results()[0]))  # task 0's (every task returns the same)

@@ -68,6 +68,15 @@ class SweepSpec:
     jobs: int = 1
     launcher: str = "local"
     slurm: dict = field(default_factory=dict)  # submitit executor parameters (partition, gpus_per_node, ...)
+    # The shape of each run's job: machines, and processes per machine (one per GPU; train.parallel
+    # picks DDP or FSDP2 across them). Several processes need a submitit launcher.
+    nodes: int = 1
+    tasks_per_node: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """Processes per run."""
+        return self.nodes * self.tasks_per_node
 
     def validate(self) -> None:
         known = list_activations()
@@ -112,6 +121,9 @@ class SweepSpec:
             raise ConfigError(f"--jobs: must be >= 1, got {self.jobs}")
         if self.launcher not in LAUNCHERS:
             raise ConfigError(f"--launcher: must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+        for key in ("nodes", "tasks_per_node"):
+            if not _whole(getattr(self, key)) or getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be an integer >= 1, got {getattr(self, key)!r}")
         if self.eval_points < 0:
             raise ConfigError(f"eval_points: must be >= 0, got {self.eval_points}")
         if self.throughput_rounds < 0:
@@ -130,6 +142,16 @@ class SweepSpec:
             if key == "optim.lr" and self.lr_sweep:
                 raise ConfigError("optim.lr: the LR sweep chooses each activation's LR; drop the override, or add "
                                   "--no-lr-sweep for one shared LR")
+
+    def validate_launch(self) -> None:
+        """What running (not planning: ``--dry-run`` plans a cluster preset anywhere) needs of the launcher."""
+        if self.world_size > 1 and self.launcher == "local":
+            raise ConfigError(f"tasks_per_node: a run of {self.world_size} processes (nodes={self.nodes} x "
+                              f"tasks_per_node={self.tasks_per_node}) is a job of several tasks; use --launcher "
+                              "submitit (Slurm) or submitit-local")
+        if self.nodes > 1 and self.launcher != "submitit":
+            raise ConfigError(f"nodes: {self.nodes} machines per run need --launcher submitit (Slurm), "
+                              f"got --launcher {self.launcher}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

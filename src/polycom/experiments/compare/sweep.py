@@ -113,13 +113,15 @@ def _run_phase(plans: list[RunPlan], spec: SweepSpec, out: Path, device: str, sa
         loss = f"val loss {rec.val_loss:.4f}" if rec.ok else rec.status + (f": {rec.error}" if rec.error else "")
         say(f"  [{done[0]}/{len(plans)}] {plan['run_id']}: {state}, {loss}")
 
-    return execute_all([p.to_dict() for p in plans], spec.jobs, spec.launcher, device, out, spec.slurm, on_done)
+    return execute_all([p.to_dict() for p in plans], spec.jobs, spec.launcher, device, out, spec.slurm, on_done,
+                       shape=(spec.nodes, spec.tasks_per_node))
 
 
 def compare(spec: SweepSpec, out: str | Path, say=print) -> CompareResult:
     t0 = time.perf_counter()
     out = Path(out)
     spec.validate()
+    spec.validate_launch()
     base = base_config(spec)
     # The runs write under out/runs, never to the preset's train.out_dir: preflight checks that folder.
     base.train.out_dir = str(out / "runs")

@@ -1,0 +1,184 @@
+"""Per-rank training memory for a mesh and precision: what ``--dry-run`` prints.
+
+``memory_estimate.py`` is a floor that refuses runs which cannot fit; this is the plan, as
+close to what is allocated as the config tells, part by part, on one rank:
+
+    parameters   4 P / S     fp32 master weights (bf16 autocast and FSDP2's bf16 policy keep them)
+    gradients    4 P / S     fp32
+    optimizer    8 P / S     AdamW's exp_avg and exp_avg_sq
+    gathered     FSDP2 only: the units it all-gathers at a time, in the compute dtype c (2 bytes
+                 for bf16, else 4): the root's parameters (embeddings, head; kept gathered
+                 between forward and backward) and two blocks (the one computing and the one
+                 prefetched), plus their unsharded gradients (fp32) before the reduce-scatter
+    autocast     bf16 autocast: the bf16 copies of the weights autocast caches for one forward
+    activations  what autograd saves for backward over one micro-batch, with the checkpointing
+                 of ``train.activation_checkpointing``
+
+P parameters; S the FSDP2 shard count (the world size under ``train.parallel=fsdp``, else 1).
+Activations are traced: the model runs forward on the ``meta`` device (no memory, no compute)
+under ``torch.autograd.graph.saved_tensors_hooks``, in the compute dtype, and the saved
+tensors' bytes are summed, one per storage, parameters left out. On CPU, attention's math path
+keeps its (B, h, T, T) scores; planned for CUDA, they are left out (flash and memory-efficient
+attention keep the output and a row statistic). A model whose forward reads values on the host
+(the MoE router's counts) cannot run on ``meta``: it falls back to the 16-bit floor of
+``memory_estimate.py`` scaled to the compute dtype, marked "(formula)". Not counted: the
+allocator's slack, attention and matmul workspaces, the CUDA context (about 0.5-1 GB), data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import Config
+from .memory_estimate import ACTIVATION_BYTES, LOGIT_BYTES, format_bytes
+
+__all__ = ["MemoryPlan", "plan_memory", "activation_bytes", "compute_dtype", "gpus_needed", "GPU_BYTES"]
+
+GPU_BYTES = 80e9  # an 80 GB GPU (H100/A100 80GB), in decimal bytes as the vendors count
+GPU_USABLE = 0.9  # the share a run may plan on: the rest for the context, workspaces, fragmentation
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    world_size: int
+    shards: int  # FSDP2's shard count, 1 without FSDP2
+    precision: str  # fp32, bf16 (autocast) or bf16-fsdp
+    checkpointing: int  # train.activation_checkpointing
+    parameters: int
+    gradients: int
+    optimizer: int
+    gathered: int
+    autocast: int
+    activations: int  # with the configured checkpointing
+    activations_none: int  # no checkpointing
+    activations_every: int  # every block checkpointed
+    traced: bool  # activations traced on meta (else the formula)
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer + self.gathered + self.autocast + self.activations
+
+    def describe(self) -> str:
+        how = "" if self.traced else " (formula)"
+        parts = [f"parameters {format_bytes(self.parameters)}", f"gradients {format_bytes(self.gradients)}",
+                 f"optimizer {format_bytes(self.optimizer)}"]
+        if self.gathered:
+            parts.append(f"FSDP2 gathered units {format_bytes(self.gathered)}")
+        if self.autocast:
+            parts.append(f"autocast weight copies {format_bytes(self.autocast)}")
+        ckpt = {0: "off"}.get(self.checkpointing, f"every {self.checkpointing} block(s)")
+        return (f"{format_bytes(self.total)} per rank (world {self.world_size}, {self.precision}, activation "
+                f"checkpointing {ckpt}): {', '.join(parts)}, activations {format_bytes(self.activations)}{how} "
+                f"(without checkpointing {format_bytes(self.activations_none)}, every block "
+                f"{format_bytes(self.activations_every)})")
+
+
+def compute_dtype(precision: str, cuda: bool) -> torch.dtype:
+    """The dtype activations are computed in: bf16 for bf16, bf16-fsdp and ``auto`` on CUDA."""
+    return torch.bfloat16 if precision in ("bf16", "bf16-fsdp") or (precision == "auto" and cuda) else torch.float32
+
+
+def plan_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1, cuda: bool = False,
+                parallel: str | None = None, activations: tuple | None = None) -> MemoryPlan:
+    """The plan for ``model`` (from ``memory_estimate.meta_model``) trained as ``cfg`` on one of
+    ``world_size`` ranks; ``cuda``: resolve ``train.precision=auto`` as on a GPU (bf16);
+    ``activations``: ``activation_bytes``'s answer, when already traced."""
+    t = cfg.train
+    parallel = parallel or t.parallel
+    fsdp = parallel == "fsdp" and world_size > 1
+    shards = world_size if fsdp else 1
+    dtype = compute_dtype(t.precision, cuda)
+    c = torch.finfo(dtype).bits // 8
+    params = model.num_params()
+    state = (4 * params // shards, 4 * params // shards, 8 * params // shards)
+    gathered = 0
+    if fsdp:
+        block = max(sum(p.numel() for p in b.parameters()) for b in model.layers)
+        root = params - sum(p.numel() for b in model.layers for p in b.parameters())
+        gathered = (root + 2 * block) * c + (root + block) * 4
+    autocast = 2 * params if dtype == torch.bfloat16 and t.precision != "bf16-fsdp" else 0
+    chosen, none, every, traced = activations or activation_bytes(cfg, model, dtype, cuda)
+    return MemoryPlan(world_size, shards, "fp32" if dtype == torch.float32 else
+                      ("bf16-fsdp" if t.precision == "bf16-fsdp" else "bf16"),
+                      t.activation_checkpointing, *state, gathered, autocast, chosen, none, every, traced)
+
+
+def activation_bytes(cfg: Config, model: torch.nn.Module, dtype: torch.dtype, cuda: bool = False
+                     ) -> tuple[int, int, int, bool]:
+    """(with the configured checkpointing, without, every block, traced) for one micro-batch."""
+    from .distributed import checkpointed_blocks
+
+    t = cfg.train
+    B, T = t.micro_batch_size, cfg.data.seq_len
+    try:
+        none = _traced_activations(model, B, T, dtype, 0, cuda)
+        every = _traced_activations(model, B, T, dtype, 1, cuda)
+        chosen = {0: none, 1: every}.get(t.activation_checkpointing)
+        if chosen is None:
+            chosen = _traced_activations(model, B, T, dtype, t.activation_checkpointing, cuda)
+        return chosen, none, every, True
+    except Exception:  # noqa: BLE001 - a forward that needs real values (MoE counts): the formula
+        c = torch.finfo(dtype).bits // 8
+        none, every = (_formula_activations(model, B, T, c, k) for k in (0, 1))
+        n = len(model.layers)
+        kept = len(checkpointed_blocks(n, t.activation_checkpointing))
+        return none - (none - every) * kept // n, none, every, False
+
+
+def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dtype, every: int,
+                        flash: bool) -> int:
+    """Bytes autograd saves over one forward of (B, T) tokens through a copy of ``model``, traced on
+    ``meta``. Parameters are not activations (they are counted apart); ``flash``: attention
+    scores (B, h, T, T) are left out, as CUDA's fused attention keeps none."""
+    from ..models import build_model
+    from .distributed import apply_activation_checkpointing
+
+    with torch.device("meta"):
+        model = build_model(model.config).to(dtype)
+    apply_activation_checkpointing(model, every)
+    weights = {id(p) for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        base = t._base if t._base is not None else t  # meta storages have no address: one entry per base tensor
+        if id(base) not in weights and not (flash and t.dim() >= 3 and tuple(t.shape[-2:]) == (T, T)):
+            saved[id(base)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.device("meta"):
+        tokens = torch.zeros(B, T + 1, dtype=torch.long)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(tokens[:, :-1], targets=tokens[:, 1:])
+    del out
+    return sum(saved.values())
+
+
+def _formula_activations(model: torch.nn.Module, B: int, T: int, c: int, every: int) -> int:
+    """``memory_estimate``'s 16-bit count in ``c`` bytes; a checkpointed block keeps its input only."""
+    mc = model.config
+    width = mc.mlp_hidden if mc.moe is None else mc.moe.top_k * mc.expert_hidden
+    per_layer = (6 * mc.d_model + 2 * mc.kv_heads * mc.head_dim + 2 * width) * c // ACTIVATION_BYTES
+    if every:
+        per_layer = mc.d_model * c
+    return B * T * (per_layer * mc.n_layers + LOGIT_BYTES * mc.vocab_size)
+
+
+def gpus_needed(cfg: Config, model: torch.nn.Module, gpu_bytes: float = GPU_BYTES, most: int = 4096,
+                activations: tuple | None = None) -> int | None:
+    """The fewest GPUs of ``gpu_bytes`` a run fits on with FSDP2 (1, 2, 4, 8, then multiples of
+    8), planning on ``GPU_USABLE`` of each; None if not even ``most`` do (activations alone too large).
+    ``activations``: ``activation_bytes``'s answer for CUDA, when already traced."""
+    worlds = [1, 2, 4] + list(range(8, most + 1, 8))
+    activations = activations or activation_bytes(cfg, model, compute_dtype(cfg.train.precision, cuda=True), cuda=True)
+    fits = lambda w: (plan_memory(cfg, model, w, cuda=True, parallel="fsdp", activations=activations).total
+                      <= GPU_USABLE * gpu_bytes)
+    if not fits(most):
+        return None
+    lo, hi = 0, len(worlds) - 1  # the plan shrinks as the world grows: bisect
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(worlds[mid]) else (mid + 1, hi)
+    return worlds[lo]
+
