@@ -86,6 +86,8 @@ def test_train_cli_and_its_errors(tmp_path, capsys):
     assert err.startswith("polycom graph train: error: activation:") and err.count("\n") == 1
     assert main(["graph", "train", "data=csbm:homophily=3"]) == 2
     assert capsys.readouterr().err.startswith("polycom graph train: error: homophily:")
+    assert main(["graph", "compare", "--sweep", "0.1,high"]) == 2
+    assert capsys.readouterr().err.startswith("polycom graph compare: error: --sweep:")
 
 
 def test_import_polycom_and_the_parser_do_not_import_torch_geometric():

@@ -56,6 +56,15 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    from ..errors import UsageError
+
+    try:
+        return tuple(float(h) for h in text.split(","))
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 def _graph_modules():
     try:
         import torch_geometric  # noqa: F401
@@ -106,7 +115,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if args.baselines is not None:
             kwargs["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
         if args.sweep is not None:
-            kwargs["sweep"] = () if args.sweep in ("none", "") else tuple(float(h) for h in args.sweep.split(","))
+            kwargs["sweep"] = () if args.sweep in ("none", "") else _floats(args.sweep, "--sweep")
         elif not args.data.startswith("csbm"):
             kwargs["sweep"] = ()
         spec = compare.GraphCompareSpec(**kwargs)

@@ -220,7 +220,11 @@ def _ogb(path: Path, seed: int) -> Data:
         raise UsageError("y: node-label.csv.gz has unlabelled (NaN) nodes; only fully labelled graphs are supported")
     y = y.long()
     edges = torch.from_numpy(_csv_gz(raw / "edge.csv.gz", np.int64)).t()
-    (split,) = [p for p in (path / "split").iterdir() if p.is_dir()] or [None]
+    splits = sorted(p for p in (path / "split").iterdir() if p.is_dir())
+    if len(splits) != 1:
+        raise UsageError(f"data: {path / 'split'} should hold one split folder (OGB's layout), found "
+                         f"{[p.name for p in splits]}")
+    split = splits[0]
     masks = []
     for part in ("train", "valid", "test"):
         mask = torch.zeros(len(y), dtype=torch.bool)
