@@ -14,7 +14,7 @@ permutation-equivariant twice:
 - **global** (node features in the coefficients): the linear attention of ``attention.py``,
       a = linear_global_attention(W_q x, W_k x, W_v x)
       x <- dropout(act(W_o (LN(a) * (W_h x + b_h + beta_g)) + b_o))
-  on x = LN(x_local), one block per global layer, without a residual (the authors' release).
+  on x = LN(x_local), one block per global layer, without a residual (as PyTorch Geometric's PolynormerAttention).
 
 The two phases follow the paper's training schedule: the first epochs train the local module
 with its own head (``pred_local``); then ``use_global(True)`` switches on the global blocks and
@@ -73,7 +73,9 @@ class PolynormerConfig:
     in_dropout: float = 0.15
     dropout: float = 0.5
     global_dropout: float = 0.5
-    input_projection: bool = True  # a Linear in -> heads*hidden before the local layers (the authors' release)
+    # A Linear in -> heads*hidden before the local layers; PyG builds one (lin_in) but never applies it,
+    # so input_projection=False is PyG's model.
+    input_projection: bool = True
     batch_norm: bool = False  # BatchNorm after conv + skip (PyTorch Geometric's post_bn)
     qk_shared: bool = True  # queries = keys in the global attention
 
