@@ -39,7 +39,7 @@ from polycom.ops.sharded_poly_norm import DOUBLE_BACKWARD_ERROR
 from polycom.registry import activation_info, list_activations
 from polycom.train.config import OptimSection
 from polycom.train.optim import build_optimizer, clip_grads_to_norm_, total_grad_norm
-from polycom.train.tensor_parallel import check_tensor_parallel, step_context, tensor_parallel_rule
+from polycom.train.tensor_parallel import check_tensor_parallel, tensor_parallel_rule
 
 TOL = 1e-6  # see the module docstring
 ACTIVATIONS = ("relu", "swiglu", "polyrelu", "polynorm", "gated_polynorm")
@@ -86,16 +86,18 @@ def _train(model, batches):
     for ids in batches:
         out = model(ids[:, :-1], ids[:, 1:])
         out.loss.backward()
-        with step_context(model):
-            clip_grads_to_norm_(params, CLIP, _full(total_grad_norm([p.grad for p in params])))
-            opt.step()
+        clip_grads_to_norm_(params, CLIP, _full(total_grad_norm([p.grad for p in params])))
+        opt.step()
         opt.zero_grad()
         losses.append(out.loss.item())
     return losses, {n: _full(p.detach()).clone() for n, p in model.named_parameters()}
 
 
-def _run(activation: str, moe: bool, mesh=None) -> dict:
-    """The numbers compared, from the model sharded over ``mesh`` (None: unsharded)."""
+def _run(activation: str, moe: bool, mesh=None, fsdp_mesh=None) -> dict:
+    """The numbers compared, from the model sharded over ``mesh`` (None: unsharded), then with
+    FSDP2 over ``fsdp_mesh`` as the Trainer's ``fully_shard`` units: activation, block, root."""
+    from torch.distributed.fsdp import fully_shard
+
     from polycom.train.tensor_parallel import apply_tensor_parallel
 
     cfg = _config(activation, moe)
@@ -106,6 +108,11 @@ def _run(activation: str, moe: bool, mesh=None) -> dict:
         model = build_model(cfg).to(dtype)
         if mesh is not None:
             model = apply_tensor_parallel(model, mesh)
+        if fsdp_mesh is not None:
+            for block in model.layers:
+                fully_shard(block.mlp.act, mesh=fsdp_mesh)
+                fully_shard(block, mesh=fsdp_mesh)
+            fully_shard(model, mesh=fsdp_mesh)
         if dtype == torch.float32:
             out["logits"], out["grads"] = _first_step(model, batches[0])
         else:
@@ -190,13 +197,19 @@ def _worker(rank: int, port: int, path: str) -> None:
         from torch.distributed.device_mesh import init_device_mesh
 
         # The trainer's (data, tensor) mesh, here with one data-parallel replica.
-        mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))["tp"]
+        mesh_2d = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))
+        mesh = mesh_2d["tp"]
         cases = [(a, moe) for moe in (False, True) for a in ACTIVATIONS]
         sharded = [_run(a, moe, mesh) for a, moe in cases]
         results = {}
         for i in range(rank, len(cases), 2):  # each rank runs half of the unsharded models
             single = _run(*cases[i])
             results[_case_name(*cases[i])] = {k: _max_diff(sharded[i][k], single[k]) for k in single}
+        # FSDP2 over the data dimension on top: the same numbers as TP alone (MoE PolyReLU's
+        # per-expert coefficients: FSDP2's parameter swaps meet the gradient-summing hooks).
+        i = cases.index(("polyrelu", True))
+        with_fsdp = _run(*cases[i], mesh, fsdp_mesh=mesh_2d["dp"])
+        results["fsdp"] = {k: _max_diff(with_fsdp[k], sharded[i][k]) for k in with_fsdp}
         results["shard_local"] = _shard_local_difference(mesh)
         results["ops"] = _op_checks(mesh)
         torch.save(results, f"{path}.{rank}")
@@ -223,6 +236,7 @@ def test_two_ranks():
     cases = [_case_name(a, moe) for moe in (False, True) for a in ACTIVATIONS]
     failed = {name: ranks[name] for name in cases if max(ranks[name].values()) >= TOL}
     assert not failed, f"TP=2 differs from TP=1: {failed}"
+    assert max(ranks["fsdp"].values()) < TOL, f"TP=2 with FSDP2 differs from TP=2: {ranks['fsdp']}"
     # The official code's PolyNorm at TP = 2 (RMS over each rank's shard): other logits.
     assert ranks["shard_local"] > 1e-3, ranks["shard_local"]
     # The sharded op on float64 halves of rows against the whole-row op: float64 rounding.

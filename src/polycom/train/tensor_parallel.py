@@ -9,8 +9,11 @@ tensor dimension of a (data, tensor) mesh) with ``torch.distributed.tensor.paral
 - MoE: each expert's up/gate column-wise and down row-wise (the stacked (E, out, in) weights
   become DTensors sharded on the hidden dimension, and the experts run on the local shards);
   the router runs replicated; the routed and shared-expert outputs are summed by one all_reduce;
-- embeddings, norms, the LM head and the activations' coefficients stay replicated; the
-  QK-norm weights, applied to each rank's own heads, get their gradient summed over the group.
+- embeddings, norms, the LM head, the router and the activations' coefficients are replicated
+  DTensors on the same mesh (every parameter is a DTensor there, so FSDP2 puts them all on one
+  2-D mesh and foreach kernels, gradient norms and clipping see one mesh); their modules compute
+  on the local tensor. The QK-norm weights, applied to each rank's own heads, get their
+  gradient summed over the group.
 
 The activation sees only the local columns of each token's hidden vector:
 
@@ -39,7 +42,7 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["apply_tensor_parallel", "check_tensor_parallel", "step_context", "tensor_parallel_rule", "KEY"]
+__all__ = ["apply_tensor_parallel", "check_tensor_parallel", "tensor_parallel_rule", "KEY"]
 
 KEY = "train.tensor_parallel"
 
@@ -135,28 +138,12 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> nn.Module:
         parallelize_module(block, tp_mesh, plan)
         for norm in (block.attn.q_norm, block.attn.k_norm):  # QK-norm: replicated weights on local heads
             if norm is not None:
-                _sum_parameter_gradients(norm, tp_mesh)
+                _replicate_parameters(norm, tp_mesh, used_on_shard=True)
         # The attention module reshapes by its head counts: now those of one rank.
         block.attn.n_heads //= degree
         block.attn.n_kv_heads //= degree
+    _replicate_parameters(model, tp_mesh, used_on_shard=False)  # embeddings, norms, LM head, router, ...
     return model
-
-
-def step_context(model: nn.Module):
-    """The context for the gradient norm, clipping and optimizer step of a model with DTensor parameters.
-
-    After ``apply_tensor_parallel`` the sharded weights are DTensors and the replicated ones plain
-    tensors; torch's foreach kernels (AdamW, ``clip_grads_with_norm_``, ``get_total_norm``) refuse
-    such a mix unless the plain tensors are read as replicated, which is what they are. Without
-    DTensor parameters this is a no-op context."""
-    import contextlib
-
-    from torch.distributed.tensor import DTensor
-    from torch.distributed.tensor.experimental import implicit_replication
-
-    if any(isinstance(p, DTensor) for p in model.parameters()):
-        return implicit_replication()
-    return contextlib.nullcontext()
 
 
 # ---- gradients of replicated tensors used on a shard ----
@@ -192,20 +179,39 @@ def _swap_parameters_in_forward(module: nn.Module, names, view) -> None:
     module.register_forward_hook(restore, always_call=True)
 
 
-def _sum_parameter_gradients(root: nn.Module, mesh) -> None:
-    """Sum over ``mesh`` the gradient of every parameter under ``root``: replicated, but used on a shard."""
+def _replicate_parameters(root: nn.Module, mesh, used_on_shard: bool) -> None:
+    """Every plain parameter under ``root`` becomes a replicated DTensor on ``mesh``; forwards read its local tensor.
+
+    So every parameter of the model lives on the tensor mesh (FSDP2 then puts them all on the
+    same 2-D mesh, and foreach kernels over them see one mesh). ``used_on_shard``: the module runs
+    on one rank's heads or columns, so each rank's gradient is partial and is summed over ``mesh``."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    if used_on_shard:
+        def view(p):
+            return _sum_gradient(p.to_local(), mesh)
+    else:
+        def view(p):
+            return p.to_local()
+    converted = {}  # a tied parameter becomes one DTensor
     for module in root.modules():
-        names = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        names = [n for n, p in module.named_parameters(recurse=False) if not isinstance(p, DTensor)]
+        for n in names:
+            p = module._parameters[n]
+            if id(p) not in converted:
+                local = DTensor.from_local(p.data, mesh, [Replicate()], run_check=False)
+                converted[id(p)] = nn.Parameter(local, requires_grad=p.requires_grad)
+            module._parameters[n] = converted[id(p)]
         if names:
-            _swap_parameters_in_forward(module, names, lambda p: _sum_gradient(p, mesh))
+            _swap_parameters_in_forward(module, names, view)
 
 
 def _shard_activation(act: nn.Module, mesh) -> None:
     """Make ``act`` right on the local columns (module docstring)."""
     if tensor_parallel_rule(act) == "statistics":
-        act.statistics_group = mesh.get_group()
+        act.statistics_group = mesh.get_group()  # its coefficient gradients come out whole
     else:
-        _sum_parameter_gradients(act, mesh)
+        _replicate_parameters(act, mesh, used_on_shard=True)
 
 
 # ---- MoE ----
