@@ -29,6 +29,9 @@ def register(sub) -> None:
                                                           "(the study: --preset scaling)")
     p.add_argument("--jobs", type=int, help="runs at once (CPU threads or GPUs split between them)")
     p.add_argument("--launcher", help="local (default), submitit (Slurm) or submitit-local")
+    p.add_argument("--nodes", type=int, help="machines per run (default: the preset's, else 1; needs --launcher submitit)")
+    p.add_argument("--tasks-per-node", type=int, help="processes per run and machine, one per GPU (default: the "
+                                                      "preset's, else 1; several need a submitit launcher)")
     p.add_argument("--throughput-rounds", type=int, help="interleaved steps per activation (0 = skip)")
     p.add_argument("--eval-tasks", help="comma-separated lm-eval tasks run on every run after training, e.g. "
                                         "polycom_cloze,polycom_bpb (needs polycom[eval]); adds a downstream table")
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                  "seeds": args.seeds, "baseline": args.baseline, "lr_sweep": args.lr_sweep,
                  "lr_grid": _floats(args.lr_grid, "--lr-grid") if args.lr_grid else None,
                  "scaling": args.scaling or None, "jobs": args.jobs, "launcher": args.launcher,
+                 "nodes": args.nodes, "tasks_per_node": args.tasks_per_node,
                  "throughput_rounds": args.throughput_rounds, "eval_limit": args.eval_limit,
                  "eval_tasks": [t.strip() for t in args.eval_tasks.split(",")] if args.eval_tasks is not None else None}
         settings.update({k: v for k, v in flags.items() if v is not None})
