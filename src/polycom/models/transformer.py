@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .config import ModelConfig
@@ -36,8 +37,27 @@ class ModelOutput:
     aux_loss: torch.Tensor
 
 
-# A pytree node, so torch.export (and anything else that flattens outputs) sees the four fields.
-torch.export.register_dataclass(ModelOutput, serialized_type_name="polycom.models.transformer.ModelOutput")
+# A pytree node, so torch.export (and anything else that flattens outputs) sees the tensors: the
+# leaves are the fields that are not None, the spec names them. (torch.export.register_dataclass
+# does the same, but on torch 2.4 it warns through a deprecated helper at every import.)
+def _flatten_output(out: ModelOutput):
+    names = tuple(f.name for f in fields(out) if getattr(out, f.name) is not None)
+    return [getattr(out, name) for name in names], names
+
+
+def _flatten_output_with_keys(out: ModelOutput):
+    values, names = _flatten_output(out)
+    return [(pytree.GetAttrKey(name), value) for name, value in zip(names, values)], names
+
+
+def _unflatten_output(values, names) -> ModelOutput:
+    present = dict(zip(names, values))
+    return ModelOutput(**{f.name: present.get(f.name) for f in fields(ModelOutput)})
+
+
+pytree.register_pytree_node(ModelOutput, _flatten_output, _unflatten_output,
+                            serialized_type_name="polycom.models.transformer.ModelOutput",
+                            flatten_with_keys_fn=_flatten_output_with_keys)
 
 
 class Block(nn.Module):
