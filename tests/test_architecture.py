@@ -15,15 +15,16 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # unit -> layer; keep in the order of docs/architecture.md
 LAYERS = {
     "polycom.errors": 0, "polycom.validation": 0, "polycom.timing": 0, "polycom.environment": 0,
-    "polycom.memory": 0, "polycom.import_hooks": 0,
+    "polycom.memory": 0, "polycom.import_hooks": 0, "polycom.extras": 0,
     "polycom.reference": 1,
     "polycom.ops": 2,
     "polycom.registry": 3, "polycom.activations": 3, "polycom.functional": 3, "polycom.baselines": 3,
-    "polycom.models": 4, "polycom.data": 4,
+    "polycom.models": 4, "polycom.data": 4, "polycom.kernels_hub": 4,
     "polycom.train": 5, "polycom.hf": 5,
     "polycom.analysis": 6, "polycom.evaluation": 6,
     "polycom.experiments": 7,
-    "polycom.cli": 8,
+    "polycom.graph": 8,
+    "polycom.cli": 9,
 }
 LAYERS["polycom"] = 3  # the package root re-exports the public API of layer 3
 # Units of layer 3 form one concept (formulas, modules, registry) and may import each other.
