@@ -11,7 +11,8 @@ from ..extras import MissingExtraError
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a run's latest checkpoint as a Hugging Face model folder",
                        description="Config, safetensors weights and tokenizer (PreTrainedTokenizerFast), loadable "
-                                   "with AutoModelForCausalLM / AutoTokenizer after `import polycom.hf`.")
+                                   "with AutoModelForCausalLM / AutoTokenizer (trust_remote_code=True: the folder carries its "
+                                   "model code, so the reader needs no polycom).")
     p.add_argument("run_dir", metavar="RUN", help="a polycom run folder (train.out_dir)")
     p.add_argument("--out", help="output folder (default: RUN/hf)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
