@@ -46,6 +46,8 @@ dist.barrier()
 train("fsdp", "train.resume=true")
 # Today's format (one process, full files) resumed by 2 ranks FSDP2; saved sharded at step 4.
 train("mixed", "train.steps=6", "train.stop_at_step=4", "train.resume=true")
+# ... and by 2 ranks of tensor parallelism (a (data 1, tensor 2) mesh, FSDP2 over data).
+train("tp", "train.steps=6", "train.stop_at_step=4", "train.resume=true", "train.tensor_parallel=2")
 # Activation checkpointing on every block under FSDP2: the same losses, to the last bit.
 train("fsdp_ac", "train.activation_checkpointing=1")
 # FSDP2 mixed precision: bf16 matmul weights; the activation's unit computes in fp32, hands on bf16.
@@ -96,6 +98,7 @@ def runs(tmp_path_factory):
     # One process, today's format: stopped at step 2 (copied for the 2-rank resume), then on to 6.
     _train(tmp_path, "one", "train.steps=6", "train.stop_at_step=2")
     shutil.copytree(tmp_path / "one", tmp_path / "mixed")
+    shutil.copytree(tmp_path / "one", tmp_path / "tp")
     _train(tmp_path, "one", "train.steps=6", "train.resume=true")
     script = tmp_path / "job.py"
     script.write_text(_JOB)
@@ -128,6 +131,10 @@ def test_resume_under_another_world_size_continues_the_loss_curve(runs):
     mixed = _losses(runs / "mixed")
     assert sorted(mixed) == sorted(one) == [1, 2, 3, 4, 5, 6]
     assert [mixed[s] for s in range(1, 7)] == pytest.approx([one[s] for s in range(1, 7)], rel=1e-6, abs=0)
+    # 1 process -> 2 ranks tensor parallel (steps 3-4) -> 1 process (steps 5-6): the same curve.
+    _train(runs, "tp", "train.steps=6", "train.resume=true")
+    tp = _losses(runs / "tp")
+    assert [tp[s] for s in range(1, 7)] == pytest.approx([one[s] for s in range(1, 7)], rel=1e-6, abs=0)
     # 2 ranks FSDP2 -> 1 process: the steps after 2 follow the 2-rank run's curve.
     _train(runs, "fsdp_at2", "train.resume=true")
     ref = _losses(runs / "fsdp_ref")
@@ -143,6 +150,13 @@ def test_activation_checkpointing_and_mixed_precision_under_fsdp2(runs):
     # value); over a few layers the loss of these two steps moves by well under 1%.
     assert [bf16[1], bf16[2]] == pytest.approx([ref[1], ref[2]], rel=1e-2)
     assert [bf16[1], bf16[2]] != [ref[1], ref[2]]  # bf16 really was in use
+
+
+def test_tensor_parallelism_in_one_process_is_refused_naming_the_key(tmp_path):
+    from polycom.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^train\.tensor_parallel=2 needs 2 processes"):
+        _train(tmp_path, "alone", "train.tensor_parallel=2")
 
 
 def test_a_save_killed_midway_leaves_the_last_good_checkpoint(runs):

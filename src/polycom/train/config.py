@@ -160,6 +160,9 @@ class TrainSection:
                                 "fp32 gradient reduction and fp32 sharded master weights; train.parallel=fsdp)")
     activation_checkpointing: int = _f(0, "recompute block forwards in backward: 0 = off, 1 = every block, "
                                           "k = every k-th block (blocks 0, k, 2k, ...)")
+    tensor_parallel: int = _f(1, "ranks per tensor-parallel group (1 = off): a (data, tensor) mesh of world size / "
+                                 "this x this; attention heads and the MLP width are split over a group, FSDP2 "
+                                 "shards over the data dimension (train.parallel fsdp or auto)")
     compile: bool = _f(False, "torch.compile the model")
     parallel: str = _f("auto", "'auto' (ddp under torchrun), 'none', 'ddp' or 'fsdp' (FSDP2)")
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
@@ -300,6 +303,11 @@ def _validate(cfg: Config) -> None:
     need(0 <= t.activation_checkpointing <= mc_layers, "train.activation_checkpointing",
          f"must be 0 (off), 1 (every block) or k <= model.n_layers={mc_layers} (every k-th block), "
          f"got {t.activation_checkpointing}")
+    need(isinstance(t.tensor_parallel, int) and t.tensor_parallel >= 1, "train.tensor_parallel",
+         f"must be an integer >= 1, got {t.tensor_parallel!r}")
+    need(t.tensor_parallel == 1 or t.parallel in ("auto", "fsdp"), "train.tensor_parallel",
+         f"{t.tensor_parallel} runs with FSDP2 over the data dimension: set train.parallel=fsdp (or auto), "
+         f"got train.parallel={t.parallel!r}")
     need(t.parallel in ("auto", "none", "ddp", "fsdp"), "train.parallel",
          f"must be auto/none/ddp/fsdp, got {t.parallel!r}")
     need(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps", "xpu"), "train.device",

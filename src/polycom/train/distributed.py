@@ -39,10 +39,20 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    tensor_parallel: int = 1  # ranks per tensor-parallel group: consecutive ranks, the (data, tensor) mesh
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def data_rank(self) -> int:
+        """This rank's place among the data-parallel replicas (the ranks of a tensor group share it)."""
+        return self.rank // self.tensor_parallel
+
+    @property
+    def data_size(self) -> int:
+        return self.world_size // self.tensor_parallel
 
     @property
     def enabled(self) -> bool:
@@ -240,7 +250,7 @@ def mixed_precision_policy(dtype: torch.dtype, output_dtype: torch.dtype | None 
     return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32, output_dtype=output_dtype)
 
 
-def _shard(model: nn.Module, precision: str = "fp32") -> None:
+def _shard(model: nn.Module, precision: str = "fp32", mesh=None) -> None:
     """``fully_shard`` every block, then the root. ``bf16-fsdp``: bf16 parameters in compute and
     fp32 gradient reduction, except activations with coefficients, which get their own unit that
     computes in fp32 (fp32 coefficients, its bf16 input cast up) and hands bf16 to the next matmul:
@@ -252,13 +262,32 @@ def _shard(model: nn.Module, precision: str = "fp32") -> None:
         for block in model.layers:
             act = getattr(getattr(block, "mlp", None), "act", None)
             if act is not None and any(True for _ in act.parameters()):
-                fully_shard(act, mp_policy=exact)
-            fully_shard(block, mp_policy=low)
-        fully_shard(model, mp_policy=low)
+                fully_shard(act, mesh=mesh, mp_policy=exact)
+            fully_shard(block, mesh=mesh, mp_policy=low)
+        fully_shard(model, mesh=mesh, mp_policy=low)
         return
     for block in model.layers:
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def build_tensor_parallel(build: Callable[[], nn.Module], info: DistInfo, device: torch.device,
+                          prepare: Callable[[nn.Module], None] = lambda m: None, precision: str = "fp32"
+                          ) -> nn.Module:
+    """``train.tensor_parallel`` > 1: a 2-D (data, tensor) DeviceMesh; every rank builds the model
+    (the same seed, the same weights), ``tensor_parallel.apply_tensor_parallel`` shards it over the
+    tensor dimension, ``prepare`` wraps blocks for activation checkpointing, then FSDP2 shards it
+    over the data dimension, as torchtitan does."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from .tensor_parallel import apply_tensor_parallel
+
+    mesh = init_device_mesh(device.type, (info.data_size, info.tensor_parallel), mesh_dim_names=("dp", "tp"))
+    model = build().to(device)
+    apply_tensor_parallel(model, mesh["tp"])
+    prepare(model)
+    _shard(model, precision, mesh["dp"])
+    return model
 
 
 def checkpointed_blocks(n_layers: int, every: int) -> list[int]:

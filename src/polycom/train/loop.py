@@ -91,10 +91,16 @@ class Trainer:
         self.say = print if info.is_main else (lambda *a, **k: None)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.accum = cfg.grad_accum(info.world_size)
-        if self.accum < 1 or cfg.train.batch_size != cfg.train.micro_batch_size * self.accum * info.world_size:
+        if cfg.train.tensor_parallel > 1:  # one line naming the key for a launch or model it cannot split
+            from .tensor_parallel import check_tensor_parallel
+
+            check_tensor_parallel(cfg.model_config(256), cfg.train.tensor_parallel, info.world_size)
+            self.info = info = dataclasses.replace(info, tensor_parallel=cfg.train.tensor_parallel)
+        # The ranks of a tensor-parallel group read the same data: the batch splits over data ranks.
+        self.accum = cfg.grad_accum(info.data_size)
+        if self.accum < 1 or cfg.train.batch_size != cfg.train.micro_batch_size * self.accum * info.data_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
-                             f"train.micro_batch_size * world_size = {cfg.train.micro_batch_size * info.world_size}")
+                             f"train.micro_batch_size * data-parallel size = {cfg.train.micro_batch_size * info.data_size}")
         self._setup_data()
         self._setup_model(setup_hook)
         self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
@@ -130,9 +136,12 @@ class Trainer:
             torch.manual_seed(cfg.train.seed)  # same init on every rank, and on meta or not
             return build_model(self.model_config)
 
-        mode = D.resolve_mode(cfg.train.parallel, self.info)
+        tensor_parallel = self.info.tensor_parallel > 1
+        mode = "fsdp" if tensor_parallel else D.resolve_mode(cfg.train.parallel, self.info)
         checkpointing = lambda m: D.apply_activation_checkpointing(m, cfg.train.activation_checkpointing)
-        if mode == "fsdp":
+        if tensor_parallel:  # a (data, tensor) mesh: tensor parallelism inside, FSDP2 across
+            model = self.model = D.build_tensor_parallel(build, self.info, dev, checkpointing, cfg.train.precision)
+        elif mode == "fsdp":
             # Only rank 0 ever holds the full model (on CPU); the others allocate their shards.
             model = self.model = D.build_sharded(build, self.info, dev, checkpointing, cfg.train.precision)
         else:
@@ -159,6 +168,7 @@ class Trainer:
         self.say(f"model: {self.model_config.activation}, {self.num_params:,} parameters, "
                  f"{self.flops_per_token / 1e6:.1f} MFLOPs/token; device {dev}, {self.precision}, "
                  f"world {self.info.world_size} ({cfg.train.parallel}), grad accum {self.accum}"
+                 + (f", tensor parallel {self.info.tensor_parallel} x data {self.info.data_size}" if tensor_parallel else "")
                  + (f", activation checkpointing every {cfg.train.activation_checkpointing} block(s)"
                     if cfg.train.activation_checkpointing else ""))
         self.say(f"optimizer groups: {describe_groups(self.optimizer.param_groups)}; "
@@ -168,7 +178,7 @@ class Trainer:
 
     def _micro_batch(self, step: int, micro: int) -> torch.Tensor:
         mb = self.cfg.train.micro_batch_size
-        batch = self.train_sampler.micro_batch(step, micro, self.info.rank, self.info.world_size, mb, self.accum)
+        batch = self.train_sampler.micro_batch(step, micro, self.info.data_rank, self.info.data_size, mb, self.accum)
         return batch.pin_memory() if self.device.type == "cuda" else batch  # async host-to-device copy
 
     def _forward(self, batch: torch.Tensor, model: torch.nn.Module | None = None):
@@ -238,7 +248,7 @@ class Trainer:
         """``{loss, bpb, tokens}`` (nats/token, bits per byte, target tokens) over the first
         ``train.eval_batches`` global batches of ``sampler``'s windows, summed over ranks."""
         self.model.eval()
-        mb, world, rank = self.cfg.train.micro_batch_size, self.info.world_size, self.info.rank
+        mb, world, rank = self.cfg.train.micro_batch_size, self.info.data_size, self.info.data_rank
         # A fixed set of windows whatever the world size: eval_batches global batches.
         per_rank = min(sampler.n_windows, self.cfg.train.eval_batches * self.cfg.train.batch_size) // world
         if per_rank == 0:
@@ -252,7 +262,8 @@ class Trainer:
             sums += torch.stack([out.ce_loss.double() * targets.numel(), torch.tensor(targets.numel()).to(sums),
                                  self.token_bytes[targets].sum().double()])
         D.reshard(self.model)
-        nll, tokens, n_bytes = D.all_reduce(sums).tolist()
+        # Summed over all ranks: each data rank's windows once per rank of its tensor group.
+        nll, tokens, n_bytes = (D.all_reduce(sums) / self.info.tensor_parallel).tolist()
         if n_bytes == 0:  # a corpus of NUL bytes or special tokens only: bits per byte are 0 / 0
             raise ValueError(f"{what} holds no text bytes (a corpus of NUL bytes or only special tokens?), so "
                              "bits per byte are undefined; check the corpus (data.source)")

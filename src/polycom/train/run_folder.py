@@ -48,7 +48,7 @@ SAFE_TO_CHANGE = frozenset({
     "train.keep_checkpoints", "train.monitor_every", "train.threads", "train.progress", "train.tensorboard",
     "train.nan_guard",
     "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.out_dir", "data.cache_dir",
-    "train.activation_checkpointing",
+    "train.activation_checkpointing", "train.tensor_parallel",
     "eval.sets",  # what else is scored at the eval points; the training itself does not read them
 })
 _COMMANDS = ("train.resume", "train.overwrite")  # what to do with the folder, not settings of the run
