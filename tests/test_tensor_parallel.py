@@ -3,8 +3,10 @@
 Every multi-rank check runs in one spawn of 2 gloo processes (``_run_ranks``; spawning and
 importing cost seconds per spawn): both ranks train each model with TP=2, then each rank trains
 half of the models unsharded (TP=1) from the same seed and batches and compares. Checked per
-activation, dense and MoE: in fp32, the logits and every gradient of one step; in fp64, the
-losses of 20 steps of the Trainer's AdamW with gradient clipping, and the final parameters.
+activation, dense and MoE (PolyReLU, PolyNorm and gated PolyNorm also with per-expert
+coefficients, the latter two as one grouped op): in fp32, the logits and every gradient of one
+step; in fp64, the losses of 20 steps of the Trainer's AdamW with gradient clipping, and the
+final parameters.
 
 Tolerance 1e-6 (absolute; logits, gradients and parameters are below 2 in size, the losses
 about 4). The sharded model adds the same products in another order (row-parallel matmuls sum
@@ -43,11 +45,16 @@ from polycom.train.tensor_parallel import check_tensor_parallel, tensor_parallel
 
 TOL = 1e-6  # see the module docstring
 ACTIVATIONS = ("relu", "swiglu", "polyrelu", "polynorm", "gated_polynorm")
+# (activation, MoE, per-expert coefficients). MoE PolyReLU runs per expert only (per layer, its
+# module is the dense one's); per-expert PolyNorm and gated PolyNorm are models.moe.ExpertActivations'
+# grouped op, whose coefficients the TP plan swaps in that module's forward.
+CASES = ([(a, False, False) for a in ACTIVATIONS] + [(a, True, a == "polyrelu") for a in ACTIVATIONS]
+         + [("polynorm", True, True), ("gated_polynorm", True, True)])
 STEPS = 20
 CLIP = 1.0  # the gradient norms of these models are 1.3 to 3: clipping acts at every step
 
 
-def _config(activation: str, moe: bool) -> ModelConfig:
+def _config(activation: str, moe: bool, per_expert: bool = False) -> ModelConfig:
     # Eager kernels: the compiled ones would spend seconds in Inductor per variant and process.
     kwargs = {} if activation in ("relu", "swiglu") else {"implementation": "eager"}
     # One block: the residual stream's gradient still passes through every sharded layer into the
@@ -55,9 +62,8 @@ def _config(activation: str, moe: bool) -> ModelConfig:
     return ModelConfig(vocab_size=64, n_layers=1, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16,
                        ffn_hidden=96, ffn_multiple_of=8, activation=activation, activation_kwargs=kwargs,
                        qk_norm=True,
-                       # MoE PolyReLU with per-expert coefficients: the per-layer module is the dense one's.
                        moe=MoEConfig(num_experts=4, top_k=2, expert_hidden=48, shared_expert=True,
-                                     coefficients="per_expert" if activation == "polyrelu" else "per_layer")
+                                     coefficients="per_expert" if per_expert else "per_layer")
                        if moe else None)
 
 
@@ -93,14 +99,14 @@ def _train(model, batches):
     return losses, {n: _full(p.detach()).clone() for n, p in model.named_parameters()}
 
 
-def _run(activation: str, moe: bool, mesh=None, fsdp_mesh=None) -> dict:
+def _run(activation: str, moe: bool, per_expert: bool, mesh=None, fsdp_mesh=None) -> dict:
     """The numbers compared, from the model sharded over ``mesh`` (None: unsharded), then with
     FSDP2 over ``fsdp_mesh`` as the Trainer's ``fully_shard`` units: activation, block, root."""
     from torch.distributed.fsdp import fully_shard
 
     from polycom.train.tensor_parallel import apply_tensor_parallel
 
-    cfg = _config(activation, moe)
+    cfg = _config(activation, moe, per_expert)
     batches = _batches(cfg.vocab_size)
     out = {}
     for dtype in (torch.float32, torch.float64):
@@ -120,8 +126,8 @@ def _run(activation: str, moe: bool, mesh=None, fsdp_mesh=None) -> dict:
     return out
 
 
-def _case_name(activation: str, moe: bool) -> str:
-    return f"{'moe' if moe else 'dense'}-{activation}"
+def _case_name(activation: str, moe: bool, per_expert: bool) -> str:
+    return f"{'moe' if moe else 'dense'}{'-per_expert' if per_expert else ''}-{activation}"
 
 
 def _max_diff(a, b) -> float:
@@ -199,16 +205,15 @@ def _worker(rank: int, port: int, path: str) -> None:
         # The trainer's (data, tensor) mesh, here with one data-parallel replica.
         mesh_2d = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))
         mesh = mesh_2d["tp"]
-        cases = [(a, moe) for moe in (False, True) for a in ACTIVATIONS]
-        sharded = [_run(a, moe, mesh) for a, moe in cases]
+        sharded = [_run(*case, mesh) for case in CASES]
         results = {}
-        for i in range(rank, len(cases), 2):  # each rank runs half of the unsharded models
-            single = _run(*cases[i])
-            results[_case_name(*cases[i])] = {k: _max_diff(sharded[i][k], single[k]) for k in single}
+        for i in range(rank, len(CASES), 2):  # each rank runs half of the unsharded models
+            single = _run(*CASES[i])
+            results[_case_name(*CASES[i])] = {k: _max_diff(sharded[i][k], single[k]) for k in single}
         # FSDP2 over the data dimension on top: the same numbers as TP alone (MoE PolyReLU's
         # per-expert coefficients: FSDP2's parameter swaps meet the gradient-summing hooks).
-        i = cases.index(("polyrelu", True))
-        with_fsdp = _run(*cases[i], mesh, fsdp_mesh=mesh_2d["dp"])
+        i = CASES.index(("polyrelu", True, True))
+        with_fsdp = _run(*CASES[i], mesh, fsdp_mesh=mesh_2d["dp"])
         results["fsdp"] = {k: _max_diff(with_fsdp[k], sharded[i][k]) for k in with_fsdp}
         results["shard_local"] = _shard_local_difference(mesh)
         results["ops"] = _op_checks(mesh)
@@ -233,7 +238,7 @@ def _run_ranks() -> dict:
 def test_two_ranks():
     # One test, not one per case: pytest-xdist would spawn the 2 processes again on each worker.
     ranks = _run_ranks()
-    cases = [_case_name(a, moe) for moe in (False, True) for a in ACTIVATIONS]
+    cases = [_case_name(*case) for case in CASES]
     failed = {name: ranks[name] for name in cases if max(ranks[name].values()) >= TOL}
     assert not failed, f"TP=2 differs from TP=1: {failed}"
     assert max(ranks["fsdp"].values()) < TOL, f"TP=2 with FSDP2 differs from TP=2: {ranks['fsdp']}"
@@ -268,12 +273,9 @@ def test_refusals():
         with pytest.raises(UsageError, match=reason) as info:
             check_tensor_parallel(cfg, 2, world_size=2)
         assert "\n" not in str(info.value) and "train.tensor_parallel" in str(info.value)
-    per_expert = ModelConfig(vocab_size=64, n_layers=1, d_model=32, n_heads=4, max_seq_len=16, activation="polynorm",
-                             moe=MoEConfig(num_experts=4, top_k=2, coefficients="per_expert"))
-    with pytest.raises(UsageError, match="model.moe.coefficients='per_expert'"):
-        check_tensor_parallel(per_expert, 2, world_size=2)
     check_tensor_parallel(dense, 2, world_size=4)  # 2 x 2 mesh: fine
-    check_tensor_parallel(_config("polyrelu", True), 2, world_size=2)  # per-expert elementwise: fine
+    for activation in ("polyrelu", "polynorm", "gated_polynorm"):  # per-expert coefficients: fine
+        check_tensor_parallel(_config(activation, True, per_expert=True), 2, world_size=2)
 
 
 @pytest.mark.parametrize("name", [n for n in list_activations() if activation_info(n).mlp_kind in ("plain", "gated")])

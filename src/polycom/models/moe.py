@@ -106,7 +106,8 @@ class ExpertActivations(nn.Module):
     or buffers runs once on every row (the experts' modules are alike); any other activation
     runs once per expert on every row, keeping that expert's rows (E times the elementwise work,
     but static shapes: a group's rows, taken out, would have a size known only on the device).
-    The state dict holds one module per expert either way (``experts.<e>.weight``).
+    The state dict holds one module per expert either way (``experts.<e>.weight``). Under tensor
+    parallelism the grouped op sums each row's statistics over the experts' ``statistics_group``.
     """
 
     def __init__(self, activation: str, num_experts: int, activation_kwargs: dict | None = None):
@@ -126,9 +127,12 @@ class ExpertActivations(nn.Module):
             weight = torch.stack([act.weight for act in self.experts])  # (E, r)
             bias = torch.stack([act.bias for act in self.experts])  # (E, 1)
             options = (first.eps, first.implementation, first.bounds)  # one construction for every expert
+            # Under tensor parallelism h holds some of each row's columns; train.tensor_parallel sets
+            # every expert's statistics_group (the experts' own forward, which would read it, is not run).
+            group = getattr(first, "statistics_group", None)
             if self.gated:
-                return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, *options)
-            return grouped_poly_norm(h, weight, bias, groups.expert, *options)
+                return grouped_gated_poly_norm(h, up[0], weight, bias, groups.expert, *options, statistics_group=group)
+            return grouped_poly_norm(h, weight, bias, groups.expert, *options, statistics_group=group)
         if self.stateless:
             return self.experts[0](h, up[0]) if self.gated else self.experts[0](h)
         # A loop over experts (not tokens): each expert has its own coefficients.

@@ -21,13 +21,16 @@ The activation sees only the local columns of each token's hidden vector:
   their modules get ``statistics_group``, the mesh's process group, and their op sums the
   per-row statistics over it: one all_reduce of r floats per row in the forward and of r + 1
   in the backward (``ops/sharded_poly_norm.py``). Their coefficient gradients then come out whole.
+  Per-expert ones (``models.moe.ExpertActivations``, one grouped op on the experts' stacked
+  coefficients) get it on every expert module, and the local-tensor swap of the experts'
+  coefficients runs in the ExpertActivations' forward, which reads them (the experts' own does not run).
 - An elementwise activation computes the same on a shard; if it has coefficients (PolyReLU,
   Hermite, ...), their gradient from one shard is partial, so the module reads them through
   an identity whose backward sums the gradient over the group (DTensor ``from_local`` /
   ``to_local``; one all_reduce per coefficient tensor).
 - Anything else (a PolyCom with an ``rmsnorm`` base other than PolyNorm, an unregistered
-  module, the AF-KAN and Mu-layer MLP kinds, per-expert PolyNorm coefficients) is refused by
-  ``check_tensor_parallel`` with one line naming the key.
+  module, the AF-KAN and Mu-layer MLP kinds) is refused by ``check_tensor_parallel`` with one
+  line naming the key.
 
 The model's own code stays rank-free; everything here acts through parallel styles, module
 hooks and attributes. Only plain single-device models are accepted: apply tensor parallelism
@@ -104,11 +107,6 @@ def check_tensor_parallel(model_config, degree: int, world_size: int | None = No
     if rule not in ("statistics", "elementwise"):
         raise UsageError(f"{KEY}={degree}: model.activation={c.activation!r} cannot run on a column shard ({rule}); "
                          f"use {KEY}=1")
-    if c.moe is not None and c.moe.coefficients != "per_layer" and rule == "statistics":
-        # models.moe.ExpertActivations runs them as one grouped op, which is not given the group.
-        raise UsageError(f"{KEY}={degree}: model.moe.coefficients={c.moe.coefficients!r} with "
-                         f"model.activation={c.activation!r} has no tensor-parallel plan (per-layer coefficients "
-                         f"do); use {KEY}=1")
 
 
 def apply_tensor_parallel(model: nn.Module, tp_mesh) -> nn.Module:
@@ -165,26 +163,34 @@ def _reduce_output(t: torch.Tensor, mesh) -> torch.Tensor:
 def _swap_parameters_in_forward(module: nn.Module, names, view) -> None:
     """During each forward of ``module``, parameter ``name`` reads as ``view(parameter)`` (same entry afterwards).
 
-    The state dict, the optimizer and FSDP see the parameters themselves; only the forward's
-    graph goes through the view, whose backward delivers the gradient to the parameter."""
+    A dotted ``name`` ("experts.0.weight") is a submodule's parameter, for a module whose forward
+    reads its submodules' parameters itself. The state dict, the optimizer and FSDP see the
+    parameters themselves; only the forward's graph goes through the view, whose backward
+    delivers the gradient to the parameter."""
     def swap(mod, args):
-        mod._tensor_parallel_saved = {n: mod._parameters[n] for n in names}
+        saved = mod._tensor_parallel_saved = []
         for n in names:
-            mod._parameters[n] = view(mod._parameters[n])
+            prefix, _, leaf = n.rpartition(".")
+            owner = mod.get_submodule(prefix)  # "" is mod itself
+            saved.append((owner, leaf, owner._parameters[leaf]))
+            owner._parameters[leaf] = view(owner._parameters[leaf])
 
     def restore(mod, args, output):
-        mod._parameters.update(mod.__dict__.pop("_tensor_parallel_saved", {}))
+        for owner, leaf, p in mod.__dict__.pop("_tensor_parallel_saved", ()):
+            owner._parameters[leaf] = p
 
     module.register_forward_pre_hook(swap)
     module.register_forward_hook(restore, always_call=True)
 
 
-def _replicate_parameters(root: nn.Module, mesh, used_on_shard: bool) -> None:
+def _replicate_parameters(root: nn.Module, mesh, used_on_shard: bool, read_by_root: bool = False) -> None:
     """Every plain parameter under ``root`` becomes a replicated DTensor on ``mesh``; forwards read its local tensor.
 
     So every parameter of the model lives on the tensor mesh (FSDP2 then puts them all on the
     same 2-D mesh, and foreach kernels over them see one mesh). ``used_on_shard``: the module runs
-    on one rank's heads or columns, so each rank's gradient is partial and is summed over ``mesh``."""
+    on one rank's heads or columns, so each rank's gradient is partial and is summed over ``mesh``.
+    ``read_by_root``: ``root``'s forward reads its submodules' parameters (their own forward does
+    not run), so the local tensors are swapped in there."""
     from torch.distributed.tensor import DTensor, Replicate
 
     if used_on_shard:
@@ -194,7 +200,8 @@ def _replicate_parameters(root: nn.Module, mesh, used_on_shard: bool) -> None:
         def view(p):
             return p.to_local()
     converted = {}  # a tied parameter becomes one DTensor
-    for module in root.modules():
+    read_in_root = []
+    for prefix, module in root.named_modules():
         names = [n for n, p in module.named_parameters(recurse=False) if not isinstance(p, DTensor)]
         for n in names:
             p = module._parameters[n]
@@ -202,14 +209,27 @@ def _replicate_parameters(root: nn.Module, mesh, used_on_shard: bool) -> None:
                 local = DTensor.from_local(p.data, mesh, [Replicate()], run_check=False)
                 converted[id(p)] = nn.Parameter(local, requires_grad=p.requires_grad)
             module._parameters[n] = converted[id(p)]
-        if names:
+        if read_by_root:
+            read_in_root += [f"{prefix}.{n}" if prefix else n for n in names]
+        elif names:
             _swap_parameters_in_forward(module, names, view)
+    if read_in_root:
+        _swap_parameters_in_forward(root, read_in_root, view)
 
 
 def _shard_activation(act: nn.Module, mesh) -> None:
     """Make ``act`` right on the local columns (module docstring)."""
+    from ..models.moe import ExpertActivations
+
     if tensor_parallel_rule(act) == "statistics":
         act.statistics_group = mesh.get_group()  # its coefficient gradients come out whole
+    elif isinstance(act, ExpertActivations) and act.grouped:
+        # Per-expert PolyNorm: ExpertActivations' forward stacks the experts' coefficients for
+        # one grouped op, which reads the group from the first expert. As for one PolyNorm, the
+        # op's statistics all_reduce makes the coefficient gradients whole: no gradient sum.
+        for expert in act.experts:
+            expert.statistics_group = mesh.get_group()
+        _replicate_parameters(act, mesh, used_on_shard=False, read_by_root=True)
     else:
         _replicate_parameters(act, mesh, used_on_shard=True)
 
