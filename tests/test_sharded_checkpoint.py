@@ -94,7 +94,27 @@ def _train(tmp_path, name, *extra):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("sharded")
+    # One job per test session: pytest-xdist's workers share the base folder's parent and the
+    # session's PYTEST_XDIST_TESTRUNUID; the first to take the lock trains, the tests write to
+    # distinct run folders.
+    from filelock import FileLock
+
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid is None:
+        tmp_path = tmp_path_factory.mktemp("sharded")
+        _launch(tmp_path)
+        return tmp_path
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(shared / f"sharded-{uid}.lock")):
+        tmp_path = shared / f"sharded-{uid}"
+        if not (tmp_path / "done.txt").exists():
+            shutil.rmtree(tmp_path, ignore_errors=True)
+            tmp_path.mkdir()
+            _launch(tmp_path)
+    return tmp_path
+
+
+def _launch(tmp_path):
     # One process, today's format: stopped at step 2 (copied for the 2-rank resume), then on to 6.
     _train(tmp_path, "one", "train.steps=6", "train.stop_at_step=2")
     shutil.copytree(tmp_path / "one", tmp_path / "mixed")
@@ -108,7 +128,6 @@ def runs(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert (tmp_path / "done.txt").exists(), proc.stdout[-2000:] + proc.stderr[-5000:]
     assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]  # the last scenario dies
-    return tmp_path
 
 
 def test_every_rank_writes_its_own_shards_and_resume_is_bit_exact(runs):
