@@ -60,7 +60,7 @@ def test_two_gloo_processes_match_one(single, mode):
     assert val == pytest.approx(ref_val, rel=1e-4)
     ckpts = sorted(p.name for p in (tmp_path / mode / "checkpoints").glob("step_*"))
     assert ckpts == ["step_00000002", "step_00000004"]
-    # A distributed checkpoint is a plain full checkpoint: one process resumes it.
+    # A distributed checkpoint (DCP shards, one per rank) resumes in one process.
     resumed = run("tiny", _args(tmp_path, mode, "train.micro_batch_size=2", "train.steps=6", "train.resume=true"))
     assert resumed.final_step == 6 and resumed.status == "completed"
 
