@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..environment import git_commit, package_versions  # noqa: E402
+from ..experiments.compare import plots as compare_plots  # noqa: E402
 from ..experiments.compare.markdown import markdown_table  # noqa: E402
 from ..train.files import write_json_atomic, write_text_atomic  # noqa: E402
 from .compare import GraphComparison, save_runs  # noqa: E402
@@ -82,20 +83,8 @@ def plot_accuracy(comparison: GraphComparison, path: Path) -> Path:
 
 def plot_differences(summary: dict, path: Path) -> Path:
     """Paired difference to the reference arm with its 95% CI; right of zero = more accurate."""
-    arms = list(summary["comparisons"])
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(arms) + 1.5))
-    for i, arm in enumerate(arms):
-        c = summary["comparisons"][arm]["test_acc"]
-        err = None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
-        colour = {"better": "C2", "worse": "C3"}.get(summary["comparisons"][arm]["verdict"], "C7")
-        ax.errorbar(c["mean_diff"], i, xerr=err, fmt="o", capsize=4, color=colour)
-    ax.axvline(0, color="k", lw=1)
-    ax.set_yticks(range(len(arms)), arms)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"test accuracy minus {summary['baseline']}'s, paired by seed (95% CI)")
-    ax.set_title("green: significantly better, red: worse, grey: no significant difference (Holm)", fontsize=9)
-    ax.grid(alpha=0.3, axis="x")
-    return _save(fig, path)
+    return compare_plots.plot_differences(summary["comparisons"], path, summary["baseline"], metric="test_acc",
+                                          what="test accuracy")
 
 
 def plot_curves(comparison: GraphComparison, path: Path) -> Path:

@@ -68,19 +68,21 @@ def _ci_xerr(comparison: dict):
     return None if math.isnan(c["ci_low"]) else [[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]]
 
 
-def plot_differences(comparisons: dict, path: Path, baseline: str) -> Path:
-    """Paired difference to the baseline with its 95% CI; left of zero = lower loss than the baseline."""
+def plot_differences(comparisons: dict, path: Path, baseline: str, metric: str = "val_loss",
+                     what: str = "validation loss") -> Path:
+    """Paired difference in ``metric`` to the baseline with its 95% CI, one row per arm, coloured by
+    the Holm verdict (the node-classification report plots test accuracy with it)."""
     acts = list(comparisons)
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(acts) + 1.5))
     for i, act in enumerate(acts):
-        c = comparisons[act]["val_loss"]
+        c = comparisons[act][metric]
         err = _ci_xerr(c)
         colour = {"better": "C2", "worse": "C3"}.get(comparisons[act]["verdict"], "C7")
         ax.errorbar(c["mean_diff"], i, xerr=err, fmt="o", capsize=4, color=colour)
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(acts)), acts)
     ax.invert_yaxis()
-    ax.set_xlabel(f"validation loss minus {baseline}'s, paired by seed (95% CI)")
+    ax.set_xlabel(f"{what} minus {baseline}'s, paired by seed (95% CI)")
     ax.set_title("green: significantly better, red: worse, grey: no significant difference (Holm)", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
