@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import machine_description, markdown_table  # noqa: E402
 
+from polycom.memory import saved_tensor_bytes  # noqa: E402
 from polycom.models import build_model  # noqa: E402
 from polycom.train import distributed as D  # noqa: E402
 from polycom.train.config import load_config  # noqa: E402
@@ -29,20 +30,9 @@ ACTIVATIONS = ("gelu", "swiglu", "polyrelu", "polynorm", "gated_polynorm")
 
 
 def saved_block_bytes(model: torch.nn.Module, batch: int, seq: int) -> int:
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     x = torch.randn(batch, seq, model.config.d_model, requires_grad=True)  # (B, T, d)
     cos, sin = model.rope(seq, 0)
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in weights:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.layers[0](x, cos, sin, None)
-    return sum(saved.values())
+    return saved_tensor_bytes(lambda: model.layers[0](x, cos, sin, None), exclude=model.parameters())
 
 
 def main() -> None:

@@ -59,22 +59,14 @@ def _measured_training_bytes(cfg) -> int:
     D.apply_activation_checkpointing(model, cfg.train.activation_checkpointing)
     optimizer = build_optimizer(model, cfg.optim, "cpu")
     tokens = torch.randint(0, 256, (cfg.train.micro_batch_size, cfg.data.seq_len + 1))
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in weights:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(tokens[:, :-1], targets=tokens[:, 1:]).loss
-    loss.backward()
+    losses = []
+    saved = saved_tensor_bytes(lambda: losses.append(model(tokens[:, :-1], targets=tokens[:, 1:]).loss),
+                               exclude=model.parameters())
+    losses[0].backward()
     optimizer.step()
     state = sum(t.nbytes for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.dim())
     params = sum(p.nbytes + p.grad.nbytes for p in model.parameters())
-    return params + state + sum(saved.values())
+    return params + state + saved
 
 
 @pytest.mark.parametrize("activation, every", [("polynorm", 0), ("polynorm", 1), ("swiglu", 2)])
