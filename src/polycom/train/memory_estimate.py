@@ -33,6 +33,7 @@ import torch
 
 from ..errors import UsageError
 from .config import Config
+from .distributed import checkpointed_blocks
 
 __all__ = ["MemoryEstimate", "meta_model", "estimate_memory", "available_memory", "format_bytes", "memory_shortfall",
            "check_memory"]
@@ -89,7 +90,7 @@ def estimate_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1) ->
     mlp_width = mc.mlp_hidden if mc.moe is None else mc.moe.top_k * mc.expert_hidden
     per_layer = 6 * mc.d_model + 2 * mc.kv_heads * mc.head_dim + 2 * mlp_width
     # train.activation_checkpointing: a checkpointed block keeps only its input (d per token).
-    recomputed = len(range(0, mc.n_layers, cfg.train.activation_checkpointing)) if cfg.train.activation_checkpointing else 0
+    recomputed = len(checkpointed_blocks(mc.n_layers, cfg.train.activation_checkpointing))
     per_token_layers = ACTIVATION_BYTES * (per_layer * (mc.n_layers - recomputed) + mc.d_model * recomputed)
     per_token_logits = LOGIT_BYTES * mc.vocab_size
     activations = tokens * (per_token_layers + per_token_logits)

@@ -19,9 +19,8 @@ Activations are traced: the model runs forward on the ``meta`` device (no memory
 under ``torch.autograd.graph.saved_tensors_hooks``, in the compute dtype, and the saved
 tensors' bytes are summed, one per storage, parameters left out. On CPU, attention's math path
 keeps its (B, h, T, T) scores; planned for CUDA, they are left out (flash and memory-efficient
-attention keep the output and a row statistic). A model whose forward reads values on the host
-(the MoE router's counts) cannot run on ``meta``: it falls back to the 16-bit floor of
-``memory_estimate.py`` scaled to the compute dtype, marked "(formula)". Not counted: the
+attention keep the output and a row statistic). Every model runs on ``meta``, the MoE included
+(it reads no value on the host). Not counted: the
 allocator's slack, attention and matmul workspaces, the CUDA context (about 0.5-1 GB), data.
 """
 
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
-from .memory_estimate import ACTIVATION_BYTES, LOGIT_BYTES, format_bytes
+from .memory_estimate import format_bytes
 
 __all__ = ["MemoryPlan", "plan_memory", "activation_bytes", "compute_dtype", "gpus_needed", "GPU_BYTES"]
 
@@ -54,14 +53,12 @@ class MemoryPlan:
     activations: int  # with the configured checkpointing
     activations_none: int  # no checkpointing
     activations_every: int  # every block checkpointed
-    traced: bool  # activations traced on meta (else the formula)
 
     @property
     def total(self) -> int:
         return self.parameters + self.gradients + self.optimizer + self.gathered + self.autocast + self.activations
 
     def describe(self) -> str:
-        how = "" if self.traced else " (formula)"
         parts = [f"parameters {format_bytes(self.parameters)}", f"gradients {format_bytes(self.gradients)}",
                  f"optimizer {format_bytes(self.optimizer)}"]
         if self.gathered:
@@ -70,7 +67,7 @@ class MemoryPlan:
             parts.append(f"autocast weight copies {format_bytes(self.autocast)}")
         ckpt = {0: "off"}.get(self.checkpointing, f"every {self.checkpointing} block(s)")
         return (f"{format_bytes(self.total)} per rank (world {self.world_size}, {self.precision}, activation "
-                f"checkpointing {ckpt}): {', '.join(parts)}, activations {format_bytes(self.activations)}{how} "
+                f"checkpointing {ckpt}): {', '.join(parts)}, activations {format_bytes(self.activations)} "
                 f"(without checkpointing {format_bytes(self.activations_none)}, every block "
                 f"{format_bytes(self.activations_every)})")
 
@@ -99,32 +96,23 @@ def plan_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1, cuda: 
         root = params - sum(p.numel() for b in model.layers for p in b.parameters())
         gathered = (root + 2 * block) * c + (root + block) * 4
     autocast = 2 * params if dtype == torch.bfloat16 and t.precision != "bf16-fsdp" else 0
-    chosen, none, every, traced = activations or activation_bytes(cfg, model, dtype, cuda)
+    chosen, none, every = activations or activation_bytes(cfg, model, dtype, cuda)
     return MemoryPlan(world_size, shards, "fp32" if dtype == torch.float32 else
                       ("bf16-fsdp" if t.precision == "bf16-fsdp" else "bf16"),
-                      t.activation_checkpointing, *state, gathered, autocast, chosen, none, every, traced)
+                      t.activation_checkpointing, *state, gathered, autocast, chosen, none, every)
 
 
 def activation_bytes(cfg: Config, model: torch.nn.Module, dtype: torch.dtype, cuda: bool = False
-                     ) -> tuple[int, int, int, bool]:
-    """(with the configured checkpointing, without, every block, traced) for one micro-batch."""
-    from .distributed import checkpointed_blocks
-
+                     ) -> tuple[int, int, int]:
+    """(with the configured checkpointing, without, every block) for one micro-batch, traced on meta."""
     t = cfg.train
     B, T = t.micro_batch_size, cfg.data.seq_len
-    try:
-        none = _traced_activations(model, B, T, dtype, 0, cuda)
-        every = _traced_activations(model, B, T, dtype, 1, cuda)
-        chosen = {0: none, 1: every}.get(t.activation_checkpointing)
-        if chosen is None:
-            chosen = _traced_activations(model, B, T, dtype, t.activation_checkpointing, cuda)
-        return chosen, none, every, True
-    except Exception:  # noqa: BLE001 - a forward that needs real values (MoE counts): the formula
-        c = torch.finfo(dtype).bits // 8
-        none, every = (_formula_activations(model, B, T, c, k) for k in (0, 1))
-        n = len(model.layers)
-        kept = len(checkpointed_blocks(n, t.activation_checkpointing))
-        return none - (none - every) * kept // n, none, every, False
+    none = _traced_activations(model, B, T, dtype, 0, cuda)
+    every = _traced_activations(model, B, T, dtype, 1, cuda)
+    chosen = {0: none, 1: every}.get(t.activation_checkpointing)
+    if chosen is None:
+        chosen = _traced_activations(model, B, T, dtype, t.activation_checkpointing, cuda)
+    return chosen, none, every
 
 
 def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dtype, every: int,
@@ -153,16 +141,6 @@ def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dty
         out = model(tokens[:, :-1], targets=tokens[:, 1:])
     del out
     return sum(saved.values())
-
-
-def _formula_activations(model: torch.nn.Module, B: int, T: int, c: int, every: int) -> int:
-    """``memory_estimate``'s 16-bit count in ``c`` bytes; a checkpointed block keeps its input only."""
-    mc = model.config
-    width = mc.mlp_hidden if mc.moe is None else mc.moe.top_k * mc.expert_hidden
-    per_layer = (6 * mc.d_model + 2 * mc.kv_heads * mc.head_dim + 2 * width) * c // ACTIVATION_BYTES
-    if every:
-        per_layer = mc.d_model * c
-    return B * T * (per_layer * mc.n_layers + LOGIT_BYTES * mc.vocab_size)
 
 
 def gpus_needed(cfg: Config, model: torch.nn.Module, gpu_bytes: float = GPU_BYTES, most: int = 4096,
