@@ -29,7 +29,7 @@ from ..errors import UsageError
 
 __all__ = ["DistInfo", "resolve_device", "resolve_mode", "adopt_launcher_env", "launcher_world_size",
            "init_distributed", "parallelize", "apply_activation_checkpointing", "checkpointed_blocks",
-           "mixed_precision_policy", "barrier", "reshard",
+           "mixed_precision_policy", "barrier", "broadcast_object", "gather_objects", "reshard",
            "all_reduce", "main_first", "model_state_dict", "optimizer_state_dict", "load_model_state_dict",
            "load_optimizer_state_dict", "shutdown"]
 
@@ -156,6 +156,24 @@ def shutdown() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_object(value):
+    """Rank 0's ``value`` (any picklable object) on every rank; ``value`` itself without a group."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value) -> list:
+    """Every rank's ``value``, in rank order, on every rank; ``[value]`` without a group."""
+    if not dist.is_initialized():
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def reshard(model: nn.Module) -> None:

@@ -23,6 +23,7 @@ holding non-tensor entries (which DCP would unpickle freely) is refused.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
@@ -35,6 +36,7 @@ from torch import nn
 from .checkpoint import (CHECKSUMS, CorruptCheckpointError, CheckpointError, DiskFullError, _fsync_file,
                          _is_disk_full, _publish, _sha256, _torch_load, _verify, _write_checksums,
                          checkpoint_step, latest_checkpoint)
+from .distributed import barrier, broadcast_object, gather_objects
 
 __all__ = ["save_sharded", "load_sharded", "read_model_state", "read_state", "is_sharded", "verify_sharded"]
 
@@ -47,22 +49,6 @@ def is_sharded(folder: Path) -> bool:
 
 def _rank() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def _broadcast(value):
-    if not dist.is_initialized():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(value) -> list:
-    if not dist.is_initialized():
-        return [value]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
 
 
 def _own_files(tmp: Path, rank: int) -> list[Path]:
@@ -79,13 +65,12 @@ def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.op
     rank, _ = _rank()
     root = Path(out_dir) / "checkpoints"
     name = f"step_{step:08d}"
-    tmp = root / _broadcast(f".tmp-{name}-{os.getpid()}")  # rank 0's name: one folder for all ranks
+    tmp = root / broadcast_object(f".tmp-{name}-{os.getpid()}")  # rank 0's name: one folder for all ranks
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     optim_state = get_optimizer_state_dict(model, optimizer)
     writing = tmp / MODEL
     try:
@@ -97,7 +82,7 @@ def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.op
             writing = f
             _fsync_file(f)
             sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
-        sums = {k: v for part in _gather(sums) for k, v in part.items()}
+        sums = {k: v for part in gather_objects(sums) for k, v in part.items()}
         if rank == 0:
             writing = tmp / "state.pt"
             torch.save({**state, "step": step, "param_groups": optim_state["param_groups"]}, writing)
@@ -119,14 +104,12 @@ def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.op
             shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(out_dir)
         kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
-        raise DiskFullError(28, f"no space left on device while writing {writing}; {kept}") from exc
-    if dist.is_initialized():
-        dist.barrier()  # every rank's shards are on disk before the folder is published
+        raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {writing}; {kept}") from exc
+    barrier()  # every rank's shards are on disk before the folder is published
     final = root / name
     if rank == 0:
         _publish(root, tmp, name, keep)
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     return final
 
 
@@ -145,7 +128,7 @@ def verify_sharded(folder: Path, sums: dict | None, subfolders=(MODEL, OPTIMIZER
                 _verify(folder, name, sums)
             except CorruptCheckpointError as e:
                 errors.append(str(e))
-    errors = [e for part in _gather(errors) for e in part]
+    errors = [e for part in gather_objects(errors) for e in part]
     if errors:
         raise CorruptCheckpointError(errors[0])
 

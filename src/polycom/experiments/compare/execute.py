@@ -131,15 +131,12 @@ def _train(plan: dict, state: str, threads: int) -> str:
 
 def _execute_as_task(plan: dict, threads: int) -> str:
     """One task of a run's job: join the process group, let task 0 prepare the folder, train together."""
-    import torch.distributed as dist
-
     from ...train import distributed as D
 
     info, _ = D.init_distributed(plan["config"]["train"]["device"])
     try:
-        box = [D.main_first(lambda main: _prepare(plan) if main else None, info)]
-        dist.broadcast_object_list(box, src=0)  # task 0's decision, for all
-        return box[0] if box[0] == "skipped" else _train(plan, box[0], threads)
+        prepared = D.broadcast_object(D.main_first(lambda main: _prepare(plan) if main else None, info))
+        return prepared if prepared == "skipped" else _train(plan, prepared, threads)  # task 0's decision, for all
     finally:
         D.shutdown()
 
