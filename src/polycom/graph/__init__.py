@@ -6,10 +6,9 @@ See docs/graph.md.
 
 from __future__ import annotations
 
-try:
-    import torch_geometric  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError('polycom.graph needs PyTorch Geometric: pip install "polycom[graph]"') from e
+from ..extras import require
+
+require("graph", "polycom.graph")  # one line naming the extra, before a bare ModuleNotFoundError
 
 from .attention import linear_global_attention, softmax_attention
 from .model import Polynormer, PolynormerConfig, graph_activation
