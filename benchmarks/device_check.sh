@@ -4,7 +4,7 @@
 #   2. kernel bandwidth (benchmarks/bench_kernel_bandwidth.py);
 #   3. 100 steps of the `small` model, without and with activation checkpointing: tokens/s,
 #      peak memory, MFU against the GPU's dense bf16 peak; FSDP2 with bf16 mixed precision
-#      (train.precision=bf16-fsdp) on 2+ GPUs, bf16 autocast on a machine with one;
+#      (train.precision=bf16-fsdp) on every GPU (one GPU: a process group of one);
 #   4. the first runs of the `small` compare preset, for what is left of a fixed budget.
 #
 #   bash benchmarks/device_check.sh [OUT]      # OUT defaults to $OUT, else ./device-check
@@ -47,22 +47,20 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the
 step gpu_tests 150 python -m pytest -q -x -p no:randomly tests/test_gpu.py tests/test_triton_kernels.py
 step kernel_bandwidth 60 python benchmarks/bench_kernel_bandwidth.py
 
-# 100 steps of `small` (12 x 768, seq 512, micro-batch 16), without and with activation checkpointing.
-# FSDP2 with bf16 mixed precision (train.precision=bf16-fsdp) needs a process group of 2 or more
-# (train.parallel=fsdp refuses a single process): with 2+ GPUs it runs on all of them; on one GPU
-# the run is a single process with bf16 autocast (train.precision=bf16), as the summary says.
+# 100 steps of `small` (12 x 768, seq 512, micro-batch 16), without and with activation checkpointing,
+# FSDP2 with bf16 mixed precision (train.parallel=fsdp train.precision=bf16-fsdp) on every GPU:
+# under torchrun with 2+ GPUs, in one process (a process group of one) on a machine with one.
 # The BPE tokenizer is trained once into $CACHE by the first run (not timed by the trainer).
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-if [ "${NGPU:-0}" -ge 2 ]; then MODE="FSDP2 x $NGPU GPUs, bf16-fsdp"; else MODE="1 GPU, bf16 autocast"; fi
+MODE="FSDP2 x ${NGPU:-1} GPU(s), bf16-fsdp"
 train_small() {  # train_small NAME CHECKPOINTING
     local common=(--preset small train.steps=100 train.eval_every=100 train.eval_batches=1
         train.checkpoint_every=100 "train.activation_checkpointing=$2" data.cache_dir="$CACHE"
-        train.out_dir="$OUT/$1" train.progress=false)
+        train.out_dir="$OUT/$1" train.progress=false train.parallel=fsdp train.precision=bf16-fsdp)
     if [ "${NGPU:-0}" -ge 2 ]; then
-        python -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m polycom.cli train "${common[@]}" \
-            train.parallel=fsdp train.precision=bf16-fsdp
+        python -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m polycom.cli train "${common[@]}"
     else
-        python -m polycom.cli train "${common[@]}" train.precision=bf16
+        python -m polycom.cli train "${common[@]}"
     fi
 }
 export -f train_small

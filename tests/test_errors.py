@@ -65,11 +65,11 @@ def test_cuda_device_on_a_machine_without_it(capsys, tmp_path, corpus):
     assert not (tmp_path / "cache").exists()  # failed before any data was prepared
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_distributed_mode_without_torchrun(capsys, tmp_path, corpus, monkeypatch, mode):
+def test_ddp_without_torchrun(capsys, tmp_path, corpus, monkeypatch):
+    # fsdp runs in one process (a group of one: tests/test_fsdp_one_process.py); DDP is refused.
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", f"train.parallel={mode}"),
-                    f"train.parallel={mode}", "torchrun --nproc_per_node N -m polycom.cli train")
+    _one_line_error(capsys, _train(tmp_path, corpus, "train.device=cpu", "train.parallel=ddp"),
+                    "train.parallel=ddp", "torchrun --nproc_per_node N -m polycom.cli train")
     assert not (tmp_path / "cache").exists()
 
 

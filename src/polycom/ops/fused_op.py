@@ -141,7 +141,10 @@ class FusedOp:
         rows = [as_rows(a) for a in args[: k.rows]]  # (M, N) each
         out = self.kernel(backend, "forward")(*rows, *args[k.rows:])
         y, stats = out if k.saves_stats else (out, None)
-        return y.view(args[0].shape), stats
+        # Detached: y shaped as the input, not a view of the kernel's (M, N) output. Both run with
+        # grad off, so nothing is lost; a view would make FSDP2 warn on an activation that is its
+        # own unit (bf16-fsdp), since an in-place op on a unit's view output skips its hook.
+        return y.view(args[0].shape).detach(), stats
 
     def run_backward(self, backend: str, grad_y, inputs: list, stats, needs_input_grad, via_library=None) -> list:
         """The gradient of every input (None for constants and for inputs that need none).

@@ -164,7 +164,8 @@ class TrainSection:
                                  "this x this; attention heads and the MLP width are split over a group, FSDP2 "
                                  "shards over the data dimension (train.parallel fsdp or auto)")
     compile: bool = _f(False, "torch.compile the model")
-    parallel: str = _f("auto", "'auto' (ddp under torchrun), 'none', 'ddp' or 'fsdp' (FSDP2)")
+    parallel: str = _f("auto", "'auto' (ddp under torchrun), 'none', 'ddp' or 'fsdp' (FSDP2; in one process "
+                                "too: a process group of one, e.g. for bf16-fsdp on one GPU)")
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
     eval_every: int = _f(100, "validate every N steps (and always at the end; 0 = only at the end)")
     eval_batches: int = _f(4, "validation pass size in global batches (the same windows at any world size)")

@@ -133,11 +133,21 @@ def launcher_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the launcher's process group if there is one; return (rank info, device)."""
+def init_distributed(device_name: str, parallel: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the launcher's process group if there is one; return (rank info, device).
+
+    ``parallel="fsdp"`` in a single process forms a process group of one (an in-memory store, no
+    launcher): FSDP2 needs a group, and sharding over one rank is how one GPU gets FSDP2's
+    ``MixedPrecisionPolicy`` (``train.precision=bf16-fsdp``) and the same code path as a cluster."""
     world = launcher_world_size()
     if world == 1:
-        return DistInfo(), resolve_device(device_name)
+        device = resolve_device(device_name)
+        if parallel == "fsdp" and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(),
+                                    rank=0, world_size=1)
+        return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
@@ -251,9 +261,12 @@ def parallelize(model: nn.Module, mode: str, info: DistInfo, device: torch.devic
 def resolve_mode(mode: str, info: DistInfo) -> str:
     if mode == "auto":
         mode = "ddp" if info.enabled else "none"
-    if mode != "none" and not info.enabled:
+    # FSDP2 runs on a group of one (init_distributed forms it); DDP of one process would only add
+    # a gradient copy.
+    if mode == "ddp" and not info.enabled:
         raise UsageError(f"train.parallel={mode} needs several processes: launch with "
-                         f"torchrun --nproc_per_node N -m polycom.cli train ... (or use train.parallel=auto)")
+                         f"torchrun --nproc_per_node N -m polycom.cli train ... (or use train.parallel=auto; "
+                         f"train.parallel=fsdp runs in one process too)")
     return mode
 
 

@@ -65,7 +65,7 @@ def run(config: Config | dict | str | Path | None = None, overrides: list[str] =
     check_paths(cfg)
     preflight.check(cfg)  # device, launch, folders, tokenizer path: one-line errors before anything is built
     owns_group = not torch.distributed.is_initialized()
-    info, device = D.init_distributed(cfg.train.device)
+    info, device = D.init_distributed(cfg.train.device, cfg.train.parallel)
     try:
         with _claim_run_folder(cfg, info) as resume_changes:
             return Trainer(cfg, info, device, setup_hook, resume_changes).fit()
