@@ -293,3 +293,19 @@ def test_elementwise_rule(name):
         torch.testing.assert_close(halves, whole, rtol=0, atol=1e-12)
     else:
         assert rule == "statistics" and (halves - whole).abs().max() > 1e-3
+
+
+def test_a_rule_is_declared_by_the_class_itself_not_inherited():
+    from polycom.activations import PolyReLU
+
+    class Rescaled(PolyReLU):  # changes the forward: PolyReLU's rule may no longer hold
+        def forward(self, x):
+            return super().forward(x) / x.norm(dim=-1, keepdim=True)
+
+    class Declared(Rescaled):
+        tensor_parallel_rule = "elementwise"  # the author's promise (false here, but it is theirs to make)
+
+    assert tensor_parallel_rule(PolyReLU()) == "elementwise"
+    assert "Rescaled declares no tensor_parallel_rule" in tensor_parallel_rule(Rescaled())
+    assert tensor_parallel_rule(Declared()) == "elementwise"
+    assert tensor_parallel_rule(torch.nn.Tanh()) == "Tanh declares no tensor_parallel_rule (not known to be elementwise)"

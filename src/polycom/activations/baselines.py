@@ -68,12 +68,16 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "none") -> to
 class ReLU2(nn.Module):
     """Squared ReLU, relu(x)^2 (Primer). PolyReLU with a_2 = 1 and the rest 0."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return relu2(x)
 
 
 class SwiGLU(nn.Module):
     """``silu(gate) * up``: the gated baseline of the PolyCom paper."""
+
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
 
     gated = True
 
@@ -83,6 +87,8 @@ class SwiGLU(nn.Module):
 
 class GEGLU(nn.Module):
     """``gelu(gate) * up``, exact or tanh-approximated GELU."""
+
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
 
     gated = True
 

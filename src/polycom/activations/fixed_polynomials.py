@@ -109,6 +109,8 @@ def fixed_polynomial(x: torch.Tensor, coefficients: Sequence[float], input_scale
 class FixedPolynomial(nn.Module):
     """p(s x) = sum_k c_k (s x)^k with fixed coefficients (no parameters, nothing in the state dict)."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def __init__(self, coefficients: Sequence[float], input_scale: float = 1.0):
         super().__init__()
         self.coefficients = _check_coefficient_list(coefficients)
@@ -124,6 +126,8 @@ class FixedPolynomial(nn.Module):
 
 class ReLUApproximation(FixedPolynomial):
     """The degree-``degree`` least-squares approximation of ReLU on ``interval``, applied to s x."""
+
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
 
     def __init__(self, degree: int = 2, interval: Sequence[float] = (-5.0, 5.0), input_scale: float = 1.0):
         super().__init__(relu_least_squares_coefficients(degree, interval), input_scale)

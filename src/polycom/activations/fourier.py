@@ -147,6 +147,8 @@ def fourier(x, bias, cos, sin, frequency, implementation: str = "auto") -> torch
 class Fourier(nn.Module):
     """a_0 + sum_k a_k cos(w_k x) + b_k sin(w_k x), all learnable, variance-preserving at init."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def __init__(self, frequencies: Sequence[float] = (1.0, 2.0, 3.0, 4.0), learn_frequencies: bool = True,
                  implementation: str = "auto", device=None, dtype=None):
         super().__init__()

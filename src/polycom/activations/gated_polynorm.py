@@ -67,6 +67,8 @@ class GatedPolyNorm(PolyCoefficients):
     as ``PolyNorm``'s.
     """
 
+    tensor_parallel_rule = "statistics"  # normalises over the row: TP all_reduces its statistics
+
     gated = True
     statistics_group = None
 

@@ -122,6 +122,14 @@ class PolyCom(PolyCoefficients):
             (used for the PolyReLU and PolyNorm instances).
     """
 
+    @property
+    def tensor_parallel_rule(self) -> str:
+        """How ``train/tensor_parallel.py`` runs this on a column shard of the hidden vector."""
+        if self.base == "rmsnorm":
+            return ("a PolyCom with base 'rmsnorm' normalises over the hidden vector and has no statistics "
+                    "all_reduce")
+        return "elementwise"
+
     def __init__(
         self,
         base: str = "relu",

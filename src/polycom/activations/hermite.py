@@ -123,6 +123,8 @@ def hermite(x: torch.Tensor, coefficients: torch.Tensor, implementation: str = "
 class Hermite(nn.Module):
     """sum_{k=0..degree} a_k He_k(x) / sqrt(k!) with learnable a, variance-preserving at init."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def __init__(self, degree: int = 3, implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.degree = check_degree(degree)

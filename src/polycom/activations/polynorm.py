@@ -101,6 +101,8 @@ class PolyNorm(PolyCom):
     features of each row (set by ``train.tensor_parallel.apply_tensor_parallel``).
     """
 
+    tensor_parallel_rule = "statistics"  # normalises over the row: TP all_reduces its statistics
+
     statistics_group = None
 
     def __init__(self, order: int = 3, eps: float = 1e-6, implementation: str = "auto", device=None, dtype=None, *,

@@ -50,6 +50,8 @@ def poly_relu(
 class PolyReLU(PolyCom):
     """PolyReLU: ``a_0 + sum_{i=1..r} a_i * relu(x)^i`` (PolyCom Type I, rho = ReLU)."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def __init__(self, order: int = 3, implementation: str = "auto", device=None, dtype=None):
         super().__init__("relu", order, "I", implementation=implementation, device=device, dtype=dtype)
 

@@ -226,6 +226,8 @@ def variance_preserving_tropical_rational_coefficients(degree: int) -> tuple[lis
 class TropicalPolynomial(nn.Module):
     """max_{k=0..degree} (a_k + k x) with learnable a, variance-preserving at init."""
 
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
+
     def __init__(self, degree: int = 3, implementation: str = "auto", device=None, dtype=None):
         super().__init__()
         self.degree = _check_tropical_degree(degree)
@@ -247,6 +249,8 @@ class TropicalPolynomial(nn.Module):
 
 class TropicalRational(nn.Module):
     """max_k (a_k + k x) - max_k (c_k + k x), both of ``degree``, learnable a and c, variance-preserving at init."""
+
+    tensor_parallel_rule = "elementwise"  # one function per feature: a column shard needs nothing (TP)
 
     def __init__(self, degree: int = 2, implementation: str = "auto", device=None, dtype=None):
         super().__init__()

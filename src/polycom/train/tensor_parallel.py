@@ -45,29 +45,33 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["apply_tensor_parallel", "check_tensor_parallel", "tensor_parallel_rule", "KEY"]
+__all__ = ["apply_tensor_parallel", "check_tensor_parallel", "tensor_parallel_rule", "split_dims",
+           "narrow_to_one_rank", "KEY"]
 
 KEY = "train.tensor_parallel"
 
-# Activation modules that compute elementwise (the same function on any subset of a row's features).
-_ELEMENTWISE = ("ReLU", "GELU", "SiLU", "ReLU2", "SwiGLU", "GEGLU", "PolyReLU", "Hermite", "Fourier",
-                "TropicalPolynomial", "TropicalRational", "FixedPolynomial", "ReLUApproximation")
+# The projections the plan splits, by the name of their weight in a block (attention, dense MLP,
+# MoE stacked experts, shared expert); every other parameter is replicated. Column-wise: the
+# output features (dim -2 of an (..., out, in) weight); row-wise: the input features (dim -1).
+COLUMN_WISE = ("q_proj", "k_proj", "v_proj", "up_proj", "gate_proj")
+ROW_WISE = ("o_proj", "down_proj")
+
+# torch's own elementwise modules, which cannot declare a rule (every polycom activation does).
+_TORCH_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU)
 
 
 def tensor_parallel_rule(act: nn.Module) -> str:
-    """How ``act`` runs on a column shard: 'statistics' (PolyNorm family), 'elementwise', or a refusal reason."""
-    from ..activations import GatedPolyNorm, PolyNorm
-    from ..activations.general import PolyCom
+    """How ``act`` runs on a column shard: 'statistics' (PolyNorm family), 'elementwise', or a refusal reason.
 
-    if type(act) in (PolyNorm, GatedPolyNorm):
-        return "statistics"
-    if isinstance(act, PolyCom) and type(act).__name__ == "PolyCom":
-        if act.base == "rmsnorm":
-            return "a PolyCom with base 'rmsnorm' normalises over the hidden vector and has no statistics all_reduce"
+    An activation class declares its own ``tensor_parallel_rule`` (an attribute or a property of
+    the instance); it is read from the class itself, not inherited: a subclass that changes the
+    forward must state again that its rule holds. 'statistics' promises that the module sums its
+    row statistics over ``statistics_group`` when that attribute is set (PolyNorm's op does)."""
+    if type(act) in _TORCH_ELEMENTWISE:
         return "elementwise"
-    if type(act).__name__ in _ELEMENTWISE and type(act).__module__.startswith(("polycom.", "torch.")):
-        return "elementwise"
-    return f"{type(act).__name__} is not known to be elementwise"
+    if "tensor_parallel_rule" not in vars(type(act)):
+        return f"{type(act).__name__} declares no tensor_parallel_rule (not known to be elementwise)"
+    return act.tensor_parallel_rule
 
 
 def check_tensor_parallel(model_config, degree: int, world_size: int | None = None) -> None:
@@ -123,24 +127,58 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> nn.Module:
     if degree == 1:
         return model
     for block in model.layers:
-        plan = {f"attn.{name}": ColwiseParallel() for name in ("q_proj", "k_proj", "v_proj")}
-        plan["attn.o_proj"] = RowwiseParallel()
+        parts = ("attn",) if isinstance(block.mlp, MoE) else ("attn", "mlp")  # the MoE has its own plan
+        plan = {f"{part}.{name}": ColwiseParallel() if name in COLUMN_WISE else RowwiseParallel()
+                for part in parts for name, _ in getattr(block, part).named_children()
+                if name in COLUMN_WISE + ROW_WISE}
         if isinstance(block.mlp, MoE):
             _parallelize_moe(block.mlp, tp_mesh)
         else:
-            for name in ("up_proj", "gate_proj"):
-                if getattr(block.mlp, name, None) is not None:
-                    plan[f"mlp.{name}"] = ColwiseParallel()
-            plan["mlp.down_proj"] = RowwiseParallel()
             _shard_activation(block.mlp.act, tp_mesh)
         parallelize_module(block, tp_mesh, plan)
         for norm in (block.attn.q_norm, block.attn.k_norm):  # QK-norm: replicated weights on local heads
             if norm is not None:
                 _replicate_parameters(norm, tp_mesh, used_on_shard=True)
-        # The attention module reshapes by its head counts: now those of one rank.
-        block.attn.n_heads //= degree
-        block.attn.n_kv_heads //= degree
+        _local_head_counts(block.attn, degree)
     _replicate_parameters(model, tp_mesh, used_on_shard=False)  # embeddings, norms, LM head, router, ...
+    return model
+
+
+def _local_head_counts(attn: nn.Module, degree: int) -> None:
+    """The attention module reshapes by its head counts: make them those of one rank."""
+    attn.n_heads //= degree
+    attn.n_kv_heads //= degree
+
+
+def split_dims(model: nn.Module) -> dict[str, int]:
+    """{parameter name: the dimension the plan splits it on (-2 column-wise, -1 row-wise)} for the
+    parameters of an unsharded ``model`` that tensor parallelism shards; the rest are replicated."""
+    dims = {}
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        projection = parts[-2] if parts[-1] in ("weight", "bias") else parts[-1]
+        if parts[0] != "layers" or projection not in COLUMN_WISE + ROW_WISE:
+            continue
+        if parts[-1] == "bias" and projection in ROW_WISE:
+            continue  # a row-parallel bias is added once, to the summed output: replicated
+        dims[name] = -1 if projection in ROW_WISE or parts[-1] == "bias" else -2
+    return dims
+
+
+def narrow_to_one_rank(model: nn.Module, degree: int) -> nn.Module:
+    """One rank's shapes, without a mesh, for a model on the ``meta`` device: every parameter of
+    ``split_dims`` 1/``degree`` as wide on its split dimension, the attention's head counts
+    those of one rank. A forward then allocates what one rank's does (the memory plan traces it);
+    the collectives, which change no shape, are left out. Modified in place and returned."""
+    dims = split_dims(model)
+    for name, dim in dims.items():
+        owner, _, leaf = name.rpartition(".")
+        module = model.get_submodule(owner)
+        p = module._parameters[leaf]
+        local = p.narrow(dim, 0, p.shape[dim] // degree)
+        module._parameters[leaf] = nn.Parameter(torch.empty_like(local), requires_grad=p.requires_grad)
+    for block in model.layers:
+        _local_head_counts(block.attn, degree)
     return model
 
 
