@@ -89,6 +89,31 @@ print(json.dumps(results))
     assert help_rc == 0 and "(needs pip install 'polycom[lab]')" in help_text and "activations" in help_text
 
 
+def test_hf_names_its_extra_in_one_line(tmp_path):
+    """Without transformers: ``import polycom.hf`` and ``polycom export`` name the 'hf' extra the
+    same way the lab's commands name theirs (through polycom.extras)."""
+    code = _WITHOUT_LAB.format(mods=("transformers",)) + f"""
+import contextlib, io, json
+try:
+    import polycom.hf
+except ImportError as e:
+    print(type(e).__name__, e)
+from polycom.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    rc = main(["export", {str(tmp_path)!r}])
+print(json.dumps([rc, err.getvalue()]))
+"""
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    first, last = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
+    assert first == ("MissingExtraError polycom.hf needs polycom's 'hf' extra (no module named 'transformers'): "
+                     "pip install 'polycom[hf]'")
+    rc, stderr = json.loads(last)
+    assert rc == 2 and stderr.splitlines()[-1] == ("polycom export: error: this command needs polycom's 'hf' extra "
+                                                   "(no module named 'transformers'): pip install 'polycom[hf]'")
+
+
 def test_missing_extra_keeps_unrelated_import_errors():
     assert missing_extra(ModuleNotFoundError("No module named 'nope'", name="nope"), "x") is None
     assert missing_extra(ImportError("cannot import name 'f'"), "x") is None

@@ -52,10 +52,11 @@ def missing_extra(error: ImportError, feature: str) -> MissingExtraError | None:
     return MissingExtraError(feature, extra_of(error.name), error.name.split(".")[0])
 
 
-def require(extra: str, feature: str) -> None:
-    """Raise ``MissingExtraError`` naming ``extra`` when one of its modules is not installed.
+def require(extra: str, feature: str, modules: tuple[str, ...] | None = None) -> None:
+    """Raise ``MissingExtraError`` naming ``extra`` when one of its modules (or of ``modules``, the
+    part of the extra ``feature`` imports) is not installed.
 
     ``find_spec`` looks the modules up without importing them, so the check costs no import time."""
-    for module in EXTRAS[extra]:
+    for module in modules or EXTRAS[extra]:
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(feature, extra, module)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..extras import MissingExtraError
 
 
 def register(sub) -> None:
@@ -24,11 +23,6 @@ def run(args: argparse.Namespace) -> int:
         from ..evaluation.export import export_run
 
         export_run(args.run_dir, args.out, force=args.force)
-    except MissingExtraError:
-        raise  # main() prints it as one line
-    except ImportError as e:
-        print(f"polycom export: {e}; pip install 'polycom[hf]'", file=sys.stderr)
-        return 2
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"polycom export: error: {e}", file=sys.stderr)
         return 2

@@ -14,13 +14,14 @@ Importing this module registers model_type "polycom" with ``AutoConfig`` /
     print(swap_activation(llama, "polynorm"))         # gated PolyNorm in every MLP
 """
 
-try:
-    import transformers  # noqa: F401
-except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("polycom.hf needs transformers: pip install 'polycom[hf]'") from e
+from ..extras import require
 
-from .modeling import PolyComConfig, PolyComForCausalLM, from_polycom, register
-from .swap import GATED_AS_ACT_FN, SwapReport, make_portable, register_hf_activations, swap_activation
+# One line naming the extra, before a bare ModuleNotFoundError (datasets, also in the extra, is
+# for data loading: this package needs transformers only).
+require("hf", "polycom.hf", modules=("transformers",))
+
+from .modeling import PolyComConfig, PolyComForCausalLM, from_polycom, register  # noqa: E402
+from .swap import GATED_AS_ACT_FN, SwapReport, make_portable, register_hf_activations, swap_activation  # noqa: E402
 
 register()
 REGISTERED_ACTIVATIONS = register_hf_activations()
