@@ -1,5 +1,8 @@
 """Sharded checkpoints (train/sharded_checkpoint.py): written by every rank with DCP, atomic under
-SIGKILL, resumed under another world size or wrapping, read by export/analyze/generate.
+SIGKILL, resumed under another world size or wrapping, read by export/analyze/generate; and written
+in the background (train/async_checkpoint.py, ``train.checkpoint_async``), in one process and on
+two ranks: the state of the save's step although training goes on during the write, bit-exact
+resume, a failed write raised, a SIGKILL during the write leaving the previous checkpoint.
 
 One torchrun job of two gloo ranks runs every multi-process scenario in one process group
 (``_JOB`` below: ``run()`` joins the group it finds), so the test pays for one launch.
@@ -7,17 +10,21 @@ One torchrun job of two gloo ranks runs every multi-process scenario in one proc
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
+from torch.distributed.checkpoint import FileSystemWriter
 
 from polycom.train import run
-from polycom.train.checkpoint import checkpoint_step, latest_checkpoint, load_weights
+from polycom.train.checkpoint import DiskFullError, checkpoint_step, latest_checkpoint, load_weights
+from polycom.train.loop import Trainer
 from polycom.train.sharded_checkpoint import is_sharded
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
@@ -25,11 +32,14 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 _JOB = r'''
 import json, os, shutil, signal, sys
 from pathlib import Path
+import pytest
 import torch.distributed as dist
 from polycom.train import run
 from polycom.train import sharded_checkpoint as S
 
 root, args = Path(sys.argv[1]), json.loads(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+from test_sharded_checkpoint import hold_write_until_a_step_ends
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 fsdp = ["train.parallel=fsdp"]
@@ -63,6 +73,19 @@ run("tiny", [*args, f"train.out_dir={root / 'bf16'}", *fsdp, "train.precision=bf
     setup_hook=watch)
 if rank == 0:
     (root / "dtypes.json").write_text(json.dumps(seen))
+# Asynchronous saves: step 2's files are written only once step 3 has changed the weights; then a
+# resume from step 2 (the copy without step 4).
+held = pytest.MonkeyPatch()
+hold_write_until_a_step_ends(held, 2)
+train("async", "train.checkpoint_async=true")
+held.undo()
+if rank == 0:
+    shutil.copytree(root / "async", root / "async_at2")
+    shutil.rmtree(root / "async_at2" / "checkpoints" / "step_00000004")
+    (root / "async_at2" / "checkpoints" / "latest").write_text("step_00000002")
+dist.barrier()
+train("async_at2", "train.resume=true", "train.checkpoint_async=true")
+if rank == 0:
     (root / "done.txt").write_text("ok")
 dist.barrier()
 # SIGKILL of rank 1 while it writes step 4's shards: step 2 must stay the latest checkpoint.
@@ -90,6 +113,42 @@ def _losses(folder) -> dict[int, float]:
 
 def _train(tmp_path, name, *extra):
     return run("tiny", [*_args(tmp_path), f"train.out_dir={tmp_path / name}", *extra])
+
+
+def hold_write_until_a_step_ends(monkeypatch, step: int) -> None:
+    """Checkpoint ``step``'s file writes wait until a training step has ended after they began, so
+    the optimizer has changed the live weights before anything of that checkpoint is written."""
+    ended, change = [0], threading.Condition()
+    train_step, write_data = Trainer.train_step, FileSystemWriter.write_data
+
+    def counted_step(self, *args):
+        record = train_step(self, *args)
+        with change:
+            ended[0] += 1
+            change.notify_all()
+        return record
+
+    def held_write(self, plan, planner):
+        if f"step_{step:08d}" in str(self.path):
+            with change:
+                before = ended[0]
+                assert change.wait_for(lambda: ended[0] > before, timeout=120)
+        return write_data(self, plan, planner)
+
+    monkeypatch.setattr(Trainer, "train_step", counted_step)
+    monkeypatch.setattr(FileSystemWriter, "write_data", held_write)
+
+
+def _disk_full_at(monkeypatch, step: int) -> None:
+    """Checkpoint ``step``'s shard writes fail with ENOSPC."""
+    write_data = FileSystemWriter.write_data
+
+    def failing(self, plan, planner):
+        if f"step_{step:08d}" in str(self.path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_data(self, plan, planner)
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", failing)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +183,7 @@ def _launch(tmp_path):
     script.write_text(_JOB)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path), json.dumps(_args(tmp_path))]
+           str(script), str(tmp_path), json.dumps(_args(tmp_path)), os.path.dirname(__file__)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert (tmp_path / "done.txt").exists(), proc.stdout[-2000:] + proc.stderr[-5000:]
     assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]  # the last scenario dies
@@ -208,3 +267,100 @@ def test_export_analyze_and_generate_read_sharded_checkpoints(runs, capsys):
     assert main(["generate", str(folder), "--prompt", "the", "--max-new-tokens", "4", "--seed", "0"]) == 0
     assert main(["export", str(folder), "--out", str(runs / "hf")]) == 0
     assert (runs / "hf" / "config.json").is_file()
+
+
+def test_a_full_disk_during_the_shard_writes_raises_disk_full_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    # DCP wraps the writer's OSError in a CheckpointException, a BaseException: save_sharded must
+    # still recognise the full disk. One process, no group: the collectives are no-ops.
+    from polycom.train.sharded_checkpoint import save_sharded
+
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    save_sharded(tmp_path, 2, model, optimizer, {}, "")
+    _disk_full_at(monkeypatch, 4)
+    with pytest.raises(DiskFullError, match=r"while writing .*step_00000004.*/model; the last good checkpoint step 2"):
+        save_sharded(tmp_path, 4, model, optimizer, {}, "")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_00000002"]
+
+
+# --- train.checkpoint_async -----------------------------------------------------------------
+
+ASYNC = "train.checkpoint_async=true"
+
+
+def test_asynchronous_saves_on_two_ranks_hold_their_steps_state_and_resume_bit_exact(runs):
+    ref = _losses(runs / "fsdp_ref")
+    assert _losses(runs / "async") == ref  # the background writes leave training as it was
+    for step in (2, 4):  # step 2's files were written after step 3's update
+        name = f"checkpoints/step_{step:08d}"
+        written, expected = load_weights(runs / "async" / name)[0], load_weights(runs / "fsdp_ref" / name)[0]
+        assert written.keys() == expected.keys() and all(torch.equal(written[k], expected[k]) for k in expected)
+    assert _losses(runs / "async_at2") == ref  # resumed from step 2: the same steps 3-4 to the last bit
+
+
+def test_asynchronous_saves_in_one_process_hold_their_steps_state_and_resume_bit_exact(runs, monkeypatch):
+    one = _losses(runs / "one")  # the same 6 steps saved synchronously, in one process
+    hold_write_until_a_step_ends(monkeypatch, 2)  # steps 3 and 4 run while step 2 is written
+    stopped = _train(runs, "async_one", ASYNC, "train.steps=6", "train.stop_at_step=4")
+    assert stopped.status == "stopped" and _losses(runs / "async_one") == {s: one[s] for s in (1, 2, 3, 4)}
+    step2 = runs / "async_one" / "checkpoints" / "step_00000002"
+    assert is_sharded(step2)  # the DCP format, also in one process
+    written, expected = load_weights(step2)[0], load_weights(runs / "one" / "checkpoints" / "step_00000002")[0]
+    assert written.keys() == expected.keys() and all(torch.equal(written[k], expected[k]) for k in expected)
+    # Resumed from step 2 (weights, AdamW's moments, scheduler, RNG): steps 3-6 as in one go.
+    shutil.rmtree(runs / "async_one" / "checkpoints" / "step_00000004")
+    (runs / "async_one" / "checkpoints" / "latest").write_text("step_00000002")
+    resumed = _train(runs, "async_one", ASYNC, "train.steps=6", "train.resume=true")
+    assert resumed.final_step == 6 and resumed.train_losses == [one[s] for s in (3, 4, 5, 6)]
+
+
+def test_a_failed_background_write_is_raised_and_the_last_checkpoint_kept(tmp_path, monkeypatch):
+    _disk_full_at(monkeypatch, 4)
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*step_00000004.*/model; "
+                                            r"the last good checkpoint step 2 is kept"):
+        _train(tmp_path, "full", ASYNC)
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["latest", "step_00000002"]
+
+
+_KILLED = r'''
+import os, signal, sys
+from torch.distributed.checkpoint import FileSystemWriter
+from polycom.train import run
+
+write_data = FileSystemWriter.write_data
+def dying(self, plan, planner):  # on the background thread, while the loop trains step 3
+    if "step_00000002" in str(self.path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_data(self, plan, planner)
+FileSystemWriter.write_data = dying
+run("tiny", sys.argv[1:])
+'''
+
+
+def test_a_sigkill_during_the_background_write_leaves_the_last_good_checkpoint(runs):
+    folder = runs / "async_killed"
+    args = [*_args(runs), f"train.out_dir={folder}", "train.steps=6", "train.checkpoint_every=1", ASYNC]
+    proc = subprocess.run([sys.executable, "-c", _KILLED, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert checkpoint_step(latest_checkpoint(folder)) == 1
+    assert not (folder / "checkpoints" / "step_00000002").exists()
+    # Resumed with synchronous saves (train.checkpoint_async may change on resume); the torn
+    # temporary folder is no obstacle.
+    resumed = _train(runs, "async_killed", "train.steps=6", "train.stop_at_step=3", "train.resume=true")
+    one = _losses(runs / "one")
+    assert resumed.final_step == 3 and resumed.train_losses == [one[2], one[3]]
+
+
+def test_checkpoint_async_without_async_save_is_refused_naming_the_key(monkeypatch):
+    import torch.distributed.checkpoint as dcp
+
+    from polycom.errors import UsageError
+    from polycom.train.async_checkpoint import AsyncCheckpointer
+
+    monkeypatch.delattr(dcp, "async_save")
+    with pytest.raises(UsageError, match=r"^train\.checkpoint_async=true needs torch\.distributed\.checkpoint"
+                                         r"\.async_save, which torch \S+ lacks"):
+        AsyncCheckpointer()

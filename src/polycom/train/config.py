@@ -172,6 +172,9 @@ class TrainSection:
     log_every: int = _f(1, "write train metrics every N steps")
     checkpoint_every: int = _f(100, "checkpoint every N steps (and at the end; 0 = only at the end)")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
+    checkpoint_async: bool = _f(False, "write checkpoints in the background (torch.distributed.checkpoint.async_save, "
+                                       "sharded format, also in one process): training waits only for a host-memory "
+                                       "copy; a checkpoint becomes latest once every rank's write has finished")
     out_dir: str = _f("runs/tiny", "run folder: config.yaml, metrics.jsonl, checkpoints/")
     resume: bool = _f(False, "continue from the latest checkpoint in out_dir")
     overwrite: bool = _f(False, "replace the run already in out_dir (removes its files) instead of refusing to start")

@@ -34,6 +34,7 @@ from ..data.corpus import describe_source
 from ..errors import UsageError
 from . import distributed as D
 from . import preflight
+from .async_checkpoint import AsyncCheckpointer
 from .checkpoint import (checkpoint_step, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import Config, check_paths, load_config
@@ -104,6 +105,7 @@ class Trainer:
         self._setup_data()
         self._setup_model(setup_hook)
         self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+        self.async_checkpointer = AsyncCheckpointer() if cfg.train.checkpoint_async else None
 
     # --- setup ---------------------------------------------------------------
 
@@ -272,11 +274,15 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------
 
     def save(self, step: int) -> Path | None:
-        """Checkpoint ``step``: one process writes full files; several write DCP shards, each rank its own."""
+        """Checkpoint ``step``: one process writes full files; several write DCP shards, each rank its own;
+        with ``train.checkpoint_async`` DCP shards in the background (returns None: not yet published)."""
         state = {"scheduler": self.scheduler.state_dict(), "rng": rng_state(),
                  "data": {"samples_seen": step * self.cfg.train.batch_size, "seed": self.cfg.train.seed},
                  "corpus_hash": self.data.corpus_hash}
         keep = self.cfg.train.keep_checkpoints
+        if self.async_checkpointer is not None:
+            self.async_checkpointer.save(self.out_dir, step, self.model, self.optimizer, state, self.cfg.to_yaml(), keep)
+            return None
         if self.info.enabled:
             return save_sharded(self.out_dir, step, self.model, self.optimizer, state, self.cfg.to_yaml(), keep)
         return save_checkpoint(self.out_dir, step, D.model_state_dict(self.model),
@@ -385,6 +391,8 @@ class Trainer:
         finally:
             prefetch.close()
             bar.close()
+            if self.async_checkpointer is not None:  # the last save is published (or its error raised) here
+                self.async_checkpointer.close()
         monitor.finish(self.out_dir)  # monitor: monitor.png
         self._data_wait_s = prefetch.wait_s
         return result, step_times, time.perf_counter() - t_start
@@ -398,12 +406,18 @@ class Trainer:
 
     def _interrupted(self, completed: int, saved: int) -> Interrupted:
         """Ctrl-C: checkpoint the last completed step (unless it is on disk already)."""
+        self._wait_for_save()
         if completed == 0:
             return Interrupted("interrupted before the first step completed; nothing was saved")
         if completed != saved or latest_checkpoint(self.out_dir) is None:
             self.save(completed)
         return Interrupted(f"interrupted at step {completed}, checkpoint saved in {self.out_dir}/checkpoints; "
                            f"continue with --resume (train.resume=true) and train.out_dir={self.out_dir}")
+
+    def _wait_for_save(self) -> None:
+        """Publish the checkpoint being written in the background, if any, before ``latest`` is read."""
+        if self.async_checkpointer is not None:
+            self.async_checkpointer.wait()
 
     def _finished_run(self) -> RunResult | None:
         """Resuming a run that already reached ``train.steps``: its summary.json, kept as it is
@@ -433,6 +447,7 @@ class Trainer:
                 "torch": torch.__version__}
 
     def _diverged(self, report: dict, logger: MetricsLogger, bar: ProgressBar) -> dict:
+        self._wait_for_save()
         last = latest_checkpoint(self.out_dir)
         report["checkpoint"] = str(last) if last else None
         logger.log({"kind": "nan", **report})

@@ -46,7 +46,7 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "nan_report.json", 
 SAFE_TO_CHANGE = frozenset({
     "train.steps", "train.stop_at_step", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.monitor_every", "train.threads", "train.progress", "train.tensorboard",
-    "train.nan_guard",
+    "train.nan_guard", "train.checkpoint_async",
     "train.device", "train.parallel", "train.micro_batch_size", "train.compile", "train.out_dir", "data.cache_dir",
     "train.activation_checkpointing", "train.tensor_parallel",
     "eval.sets",  # what else is scored at the eval points; the training itself does not read them

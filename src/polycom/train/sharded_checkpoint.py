@@ -38,7 +38,8 @@ from .checkpoint import (CHECKSUMS, CorruptCheckpointError, CheckpointError, Dis
                          checkpoint_step, latest_checkpoint)
 from .distributed import barrier, broadcast_object, gather_objects
 
-__all__ = ["save_sharded", "load_sharded", "read_model_state", "read_state", "is_sharded", "verify_sharded"]
+__all__ = ["save_sharded", "start_folder", "state_dicts", "commit", "disk_full", "load_sharded", "read_model_state",
+           "read_state", "is_sharded", "verify_sharded"]
 
 MODEL, OPTIMIZER = "model", "optimizer"
 
@@ -60,32 +61,58 @@ def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.op
                  config_yaml: str, keep: int = 2) -> Path:
     """Write checkpoint ``step`` from every rank (collective), then publish it atomically on rank 0."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.api import CheckpointException
 
-    rank, _ = _rank()
+    tmp = start_folder(out_dir, step)
+    model_state, optim_state = state_dicts(model, optimizer)
+    writing = tmp / MODEL
+    try:
+        dcp.save(model_state, checkpoint_id=str(writing))
+        writing = tmp / OPTIMIZER
+        dcp.save({"state": optim_state["state"]}, checkpoint_id=str(writing))
+    except (Exception, CheckpointException) as exc:  # DCP's, a BaseException, on every rank when one rank's write failed
+        if _is_disk_full(exc):
+            raise disk_full(out_dir, tmp, writing) from exc
+        raise
+    state = {**state, "step": step, "param_groups": optim_state["param_groups"]}
+    return commit(out_dir, tmp, state, config_yaml, keep)
+
+
+def start_folder(out_dir: Path, step: int) -> Path:
+    """The hidden temporary folder checkpoint ``step`` is written into, empty, named by rank 0 (collective)."""
     root = Path(out_dir) / "checkpoints"
-    name = f"step_{step:08d}"
-    tmp = root / broadcast_object(f".tmp-{name}-{os.getpid()}")  # rank 0's name: one folder for all ranks
-    if rank == 0:
+    tmp = root / broadcast_object(f".tmp-step_{step:08d}-{os.getpid()}")  # rank 0's name: one folder for all ranks
+    if _rank()[0] == 0:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     barrier()
-    optim_state = get_optimizer_state_dict(model, optimizer)
-    writing = tmp / MODEL
+    return tmp
+
+
+def state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts of this rank's shards, keyed by parameter name (DCP's own)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    return get_model_state_dict(model), get_optimizer_state_dict(model, optimizer)
+
+
+def commit(out_dir: Path, tmp: Path, state: dict, config_yaml: str, keep: int, group=None) -> Path:
+    """After every rank wrote its shards into ``tmp``: fsync and hash them, write rank 0's small files
+    and ``checksums.json``, then publish the folder (rename, ``latest``, pruning to ``keep``).
+    Collective over ``group`` (None: the default group)."""
+    rank, _ = _rank()
+    writing = tmp
     try:
-        dcp.save(get_model_state_dict(model), checkpoint_id=str(writing))
-        writing = tmp / OPTIMIZER
-        dcp.save({"state": optim_state["state"]}, checkpoint_id=str(writing))
         sums = {}
         for f in _own_files(tmp, rank):
             writing = f
             _fsync_file(f)
             sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
-        sums = {k: v for part in gather_objects(sums) for k, v in part.items()}
+        sums = {k: v for part in _gather(sums, group) for k, v in part.items()}
         if rank == 0:
             writing = tmp / "state.pt"
-            torch.save({**state, "step": step, "param_groups": optim_state["param_groups"]}, writing)
+            torch.save(state, writing)
             writing = tmp / "config.yaml"
             writing.write_text(config_yaml)
             for sub in (MODEL, OPTIMIZER):
@@ -97,20 +124,43 @@ def save_sharded(out_dir: Path, step: int, model: nn.Module, optimizer: torch.op
             for f in tmp.iterdir():
                 if f.is_file():
                     _fsync_file(f)
-    except Exception as exc:  # DCP raises a CheckpointException on every rank when one rank's write failed
-        if not _is_disk_full(exc):
-            raise
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        last = latest_checkpoint(out_dir)
-        kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
-        raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {writing}; {kept}") from exc
-    barrier()  # every rank's shards are on disk before the folder is published
-    final = root / name
+    except Exception as exc:
+        if _is_disk_full(exc):
+            raise disk_full(out_dir, tmp, writing) from exc
+        raise
+    _barrier(group)  # every rank's shards are on disk before the folder is published
+    final = tmp.parent / f"step_{state['step']:08d}"
     if rank == 0:
-        _publish(root, tmp, name, keep)
-    barrier()
+        _publish(tmp.parent, tmp, final.name, keep)
+    _barrier(group)
     return final
+
+
+def disk_full(out_dir: Path, tmp: Path, writing: Path) -> DiskFullError:
+    """The error for a full disk while ``writing``, naming the checkpoint kept; rank 0 removes the
+    partial folder first."""
+    if _rank()[0] == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    last = latest_checkpoint(out_dir)
+    kept = f"the last good checkpoint step {checkpoint_step(last)} is kept" if last else "no checkpoint is kept yet"
+    return DiskFullError(errno.ENOSPC, f"no space left on device while writing {writing}; {kept}")
+
+
+def _gather(value, group) -> list:
+    """``gather_objects`` over ``group``: a background save collects its checksums on a group of its
+    own, as collectives of two threads on one group could pair up differently on each rank."""
+    if group is None or not dist.is_initialized():
+        return gather_objects(value)
+    out = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, value, group=group)
+    return out
+
+
+def _barrier(group) -> None:
+    if group is None or not dist.is_initialized():
+        barrier()
+    else:
+        dist.barrier(group=group)
 
 
 def verify_sharded(folder: Path, sums: dict | None, subfolders=(MODEL, OPTIMIZER)) -> None:
