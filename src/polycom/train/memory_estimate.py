@@ -7,7 +7,8 @@ refused:
 
     state        16 P bytes                        fp32 weights (4), gradients (4) and AdamW's
                                                    exp_avg and exp_avg_sq (8); bf16 autocast keeps
-                                                   fp32 weights. FSDP shards it over the world size.
+                                                   fp32 weights. FSDP shards it over the world size
+                                                   (and so, at most, do tensor x data parallelism).
     activations  B T (2 (6d + 2kv + 2h) L + 4V)    one micro-batch of B sequences of T tokens;
                                                    a block under train.activation_checkpointing
                                                    keeps its input only (2d instead).
@@ -18,7 +19,8 @@ and output (6d with the MLP's input), keys and values (2kv = 2 x kv heads x head
 activation's input and the second matrix's input (2h; h = the MLP width, top_k expert widths
 for MoE): 32 d for a plain transformer, the count of Korthikanti et al. 2022 ("Reducing
 Activation Recomputation in Large Transformer Models") without dropout masks and attention
-scores. 4V: the fp32 logits of the loss. Real use is larger: fp32 activations on CPU, the
+scores; under train.tensor_parallel=K a rank holds 1/K of the keys, values and MLP columns.
+4V: the fp32 logits of the loss. Real use is larger: fp32 activations on CPU, the
 powers PolyNorm keeps, attention workspace, fused-optimizer temporaries, the allocator's
 slack, the CUDA context, the data.
 """
@@ -84,11 +86,12 @@ def estimate_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1) ->
     """The floor of the module docstring for ``model`` (from ``meta_model``) trained as ``cfg`` says."""
     mc = model.config
     params = model.num_params()
-    shards = world_size if cfg.train.parallel == "fsdp" else 1
+    tensor = cfg.train.tensor_parallel  # a (data, tensor) mesh, FSDP2 over data: tensor x data shards at most
+    shards = world_size if cfg.train.parallel == "fsdp" or tensor > 1 else 1
     state = STATE_BYTES_PER_PARAM * params // shards
     tokens = cfg.train.micro_batch_size * cfg.data.seq_len
     mlp_width = mc.mlp_hidden if mc.moe is None else mc.moe.top_k * mc.expert_hidden
-    per_layer = 6 * mc.d_model + 2 * mc.kv_heads * mc.head_dim + 2 * mlp_width
+    per_layer = 6 * mc.d_model + (2 * mc.kv_heads * mc.head_dim + 2 * mlp_width) // tensor  # a rank's heads, columns
     # train.activation_checkpointing: a checkpointed block keeps only its input (d per token).
     recomputed = len(checkpointed_blocks(mc.n_layers, cfg.train.activation_checkpointing))
     per_token_layers = ACTIVATION_BYTES * (per_layer * (mc.n_layers - recomputed) + mc.d_model * recomputed)

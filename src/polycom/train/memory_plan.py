@@ -15,6 +15,11 @@ close to what is allocated as the config tells, part by part, on one rank:
                  of ``train.activation_checkpointing``
 
 P parameters; S the FSDP2 shard count (the world size under ``train.parallel=fsdp``, else 1).
+Under ``train.tensor_parallel=K`` the world is a (data, tensor) mesh of world / K x K ranks:
+P is then what one rank of a tensor group holds (the split projections of
+``tensor_parallel.split_dims`` / K, the replicated rest whole), and FSDP2 shards it over the
+data dimension, S = world / K; the traced forward is one rank's (``narrow_to_one_rank``: its
+heads and MLP columns; the residual stream and the logits stay whole).
 Activations are traced: the model runs forward on the ``meta`` device (no memory, no compute)
 under ``torch.autograd.graph.saved_tensors_hooks``, in the compute dtype, and the saved
 tensors' bytes are summed, one per storage, parameters left out. On CPU, attention's math path
@@ -32,6 +37,7 @@ import torch
 
 from .config import Config
 from .memory_estimate import format_bytes
+from .tensor_parallel import narrow_to_one_rank, split_dims
 
 __all__ = ["MemoryPlan", "plan_memory", "activation_bytes", "compute_dtype", "gpus_needed", "GPU_BYTES"]
 
@@ -43,6 +49,7 @@ GPU_USABLE = 0.9  # the share a run may plan on: the rest for the context, works
 class MemoryPlan:
     world_size: int
     shards: int  # FSDP2's shard count, 1 without FSDP2
+    tensor_parallel: int  # ranks per tensor group (train.tensor_parallel), 1 without
     precision: str  # fp32, bf16 (autocast) or bf16-fsdp
     checkpointing: int  # train.activation_checkpointing
     parameters: int
@@ -66,7 +73,9 @@ class MemoryPlan:
         if self.autocast:
             parts.append(f"autocast weight copies {format_bytes(self.autocast)}")
         ckpt = {0: "off"}.get(self.checkpointing, f"every {self.checkpointing} block(s)")
-        return (f"{format_bytes(self.total)} per rank (world {self.world_size}, {self.precision}, activation "
+        mesh = (f" = data {self.world_size // self.tensor_parallel} x tensor {self.tensor_parallel}"
+                if self.tensor_parallel > 1 else "")
+        return (f"{format_bytes(self.total)} per rank (world {self.world_size}{mesh}, {self.precision}, activation "
                 f"checkpointing {ckpt}): {', '.join(parts)}, activations {format_bytes(self.activations)} "
                 f"(without checkpointing {format_bytes(self.activations_none)}, every block "
                 f"{format_bytes(self.activations_every)})")
@@ -84,47 +93,57 @@ def plan_memory(cfg: Config, model: torch.nn.Module, world_size: int = 1, cuda: 
     ``activations``: ``activation_bytes``'s answer, when already traced."""
     t = cfg.train
     parallel = parallel or t.parallel
-    fsdp = parallel == "fsdp" and world_size > 1
-    shards = world_size if fsdp else 1
+    tensor = t.tensor_parallel
+    data = world_size // tensor  # tensor parallelism runs FSDP2 over the data dimension
+    fsdp = (parallel == "fsdp" or tensor > 1) and data > 1
+    shards = data if fsdp else 1
     dtype = compute_dtype(t.precision, cuda)
     c = torch.finfo(dtype).bits // 8
-    params = model.num_params()
+    split = split_dims(model) if tensor > 1 else {}
+
+    def one_rank(prefix: str, module: torch.nn.Module) -> int:  # what one rank of a tensor group holds
+        return sum(p.numel() // tensor if f"{prefix}{n}" in split else p.numel() for n, p in module.named_parameters())
+
+    params = one_rank("", model)
     state = (4 * params // shards, 4 * params // shards, 8 * params // shards)
     gathered = 0
     if fsdp:
-        block = max(sum(p.numel() for p in b.parameters()) for b in model.layers)
-        root = params - sum(p.numel() for b in model.layers for p in b.parameters())
-        gathered = (root + 2 * block) * c + (root + block) * 4
+        blocks = [one_rank(f"layers.{i}.", b) for i, b in enumerate(model.layers)]
+        root = params - sum(blocks)
+        gathered = (root + 2 * max(blocks)) * c + (root + max(blocks)) * 4
     autocast = 2 * params if dtype == torch.bfloat16 and t.precision != "bf16-fsdp" else 0
     chosen, none, every = activations or activation_bytes(cfg, model, dtype, cuda)
-    return MemoryPlan(world_size, shards, "fp32" if dtype == torch.float32 else
+    return MemoryPlan(world_size, shards, tensor, "fp32" if dtype == torch.float32 else
                       ("bf16-fsdp" if t.precision == "bf16-fsdp" else "bf16"),
                       t.activation_checkpointing, *state, gathered, autocast, chosen, none, every)
 
 
 def activation_bytes(cfg: Config, model: torch.nn.Module, dtype: torch.dtype, cuda: bool = False
                      ) -> tuple[int, int, int]:
-    """(with the configured checkpointing, without, every block) for one micro-batch, traced on meta."""
+    """(with the configured checkpointing, without, every block) for one micro-batch on one rank,
+    traced on meta."""
     t = cfg.train
-    B, T = t.micro_batch_size, cfg.data.seq_len
-    none = _traced_activations(model, B, T, dtype, 0, cuda)
-    every = _traced_activations(model, B, T, dtype, 1, cuda)
+    B, T, tensor = t.micro_batch_size, cfg.data.seq_len, t.tensor_parallel
+    none = _traced_activations(model, B, T, dtype, 0, cuda, tensor)
+    every = _traced_activations(model, B, T, dtype, 1, cuda, tensor)
     chosen = {0: none, 1: every}.get(t.activation_checkpointing)
     if chosen is None:
-        chosen = _traced_activations(model, B, T, dtype, t.activation_checkpointing, cuda)
+        chosen = _traced_activations(model, B, T, dtype, t.activation_checkpointing, cuda, tensor)
     return chosen, none, every
 
 
 def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dtype, every: int,
-                        flash: bool) -> int:
+                        flash: bool, tensor: int = 1) -> int:
     """Bytes autograd saves over one forward of (B, T) tokens through a copy of ``model``, traced on
-    ``meta``. Parameters are not activations (they are counted apart); ``flash``: attention
-    scores (B, h, T, T) are left out, as CUDA's fused attention keeps none."""
+    ``meta``, with one rank's shapes of a tensor group of ``tensor``. Parameters are not
+    activations (they are counted apart); ``flash``: attention scores (B, h, T, T) are left out,
+    as CUDA's fused attention keeps none."""
     from ..models import build_model
     from .distributed import apply_activation_checkpointing
 
     with torch.device("meta"):
         model = build_model(model.config).to(dtype)
+    narrow_to_one_rank(model, tensor)
     apply_activation_checkpointing(model, every)
     weights = {id(p) for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -146,9 +165,10 @@ def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dty
 def gpus_needed(cfg: Config, model: torch.nn.Module, gpu_bytes: float = GPU_BYTES, most: int = 4096,
                 activations: tuple | None = None) -> int | None:
     """The fewest GPUs of ``gpu_bytes`` a run fits on with FSDP2 (1, 2, 4, 8, then multiples of
-    8), planning on ``GPU_USABLE`` of each; None if not even ``most`` do (activations alone too large).
+    8; those ``train.tensor_parallel`` divides), planning on ``GPU_USABLE`` of each; None if not
+    even ``most`` do (activations alone too large).
     ``activations``: ``activation_bytes``'s answer for CUDA, when already traced."""
-    worlds = [1, 2, 4] + list(range(8, most + 1, 8))
+    worlds = [w for w in [1, 2, 4] + list(range(8, most + 1, 8)) if w % cfg.train.tensor_parallel == 0]
     activations = activations or activation_bytes(cfg, model, compute_dtype(cfg.train.precision, cuda=True), cuda=True)
     fits = lambda w: (plan_memory(cfg, model, w, cuda=True, parallel="fsdp", activations=activations).total
                       <= GPU_USABLE * gpu_bytes)

@@ -50,10 +50,15 @@ def dry_run(cfg: Config, world_size: int | None = None) -> dict:
     world = world_size or D.launcher_world_size()
     model = meta_model(cfg, _vocab_size(cfg))
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-    accum = cfg.grad_accum(world)
-    if accum < 1 or accum * cfg.train.micro_batch_size * world != cfg.train.batch_size:
+    if cfg.train.tensor_parallel > 1:  # the refusals training would give this launch and model
+        from .tensor_parallel import check_tensor_parallel
+
+        check_tensor_parallel(model.config, cfg.train.tensor_parallel, world)
+    data = world // cfg.train.tensor_parallel  # the ranks of a tensor group read the same rows
+    accum = cfg.grad_accum(data)
+    if accum < 1 or accum * cfg.train.micro_batch_size * data != cfg.train.batch_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not a multiple of "
-                          f"train.micro_batch_size * world_size = {cfg.train.micro_batch_size * world}")
+                          f"train.micro_batch_size * data-parallel size = {cfg.train.micro_batch_size * data}")
     return {
         "num_params": model.num_params(),
         "num_params_non_embedding": model.num_params(exclude_embeddings=True),
@@ -78,7 +83,9 @@ def format_dry_run(cfg: Config, info: dict) -> str:
         f"parameters:        {info['num_params']:,} ({info['num_params_non_embedding']:,} without embeddings)",
         f"vocab size:        {info['vocab_size']:,}",
         f"tokens per step:   {info['tokens_per_step']:,} = batch {cfg.train.batch_size} x seq {cfg.data.seq_len} "
-        f"(micro {cfg.train.micro_batch_size} x accum {info['grad_accum']} x world {info['world_size']})",
+        f"(micro {cfg.train.micro_batch_size} x accum {info['grad_accum']} x "
+        + (f"data {info['world_size'] // cfg.train.tensor_parallel}; world {info['world_size']} = data x tensor "
+           f"{cfg.train.tensor_parallel})" if cfg.train.tensor_parallel > 1 else f"world {info['world_size']})"),
         f"total tokens:      {info['total_tokens']:,} over {cfg.train.steps:,} steps",
         f"training FLOPs:    {total_flops:.3e} ({info['flops_per_token'] / 1e6:,.1f} MFLOPs/token)",
         f"data:              {info['data']}",
