@@ -169,5 +169,8 @@ def test_dry_run_splits_the_batch_over_data_ranks_only(tmp_path):
     info = dry_run(cfg, world_size=4)
     assert info["grad_accum"] == 2  # batch 8 = micro 2 x accum 2 x data 2, as the Trainer splits it
     assert "(micro 2 x accum 2 x data 2; world 4 = data x tensor 2)" in format_dry_run(cfg, info)
+    # The floor preflight refuses runs by stays under the plan: 0.81 MB and 1.8 MB (the floor
+    # ignoring the mesh was 2.6 MB, above what a rank needs).
+    assert info["memory"].total_bytes < plan_memory(cfg, info["model"], world_size=4).total
     with pytest.raises(UsageError, match=r"^train\.tensor_parallel=2 needs 2 processes"):
         dry_run(cfg, world_size=1)  # what training would say
