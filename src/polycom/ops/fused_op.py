@@ -30,6 +30,15 @@ kernels directly (no dispatcher overhead), except the ``compiled`` and ``triton`
 compiled function nor a Triton launch can be traced. The ``eager`` backend stays traceable, so
 Inductor fuses its closed form into the surrounding graph.
 
+An op with Triton kernels also gets a ``torch.library.triton_op`` pair, ``polycom::<name>_triton``
+and ``polycom::<name>_triton_backward`` (``triton_library_ops.py``), registered when its Triton
+backend is resolved with ``POLYCOM_TRITON_OP=1`` set, or on ``FusedOp.triton_library_ops()``: its
+launches go through ``wrap_triton``, so the compiler sees the kernels themselves. With
+``POLYCOM_TRITON_OP=1`` (read once, at import) a ``torch.compile`` trace of a ``triton`` call uses
+this pair instead of the opaque op (``TRITON_OPS_UNDER_COMPILE``). It is off by default: traced
+with ``aot_eager`` on CPU through the interpreter, Inductor compiling it is unvalidated until a
+GPU session runs ``tests/test_gpu.py`` with the switch on.
+
 Saved for backward: the op's input tensors as given (no copy) and the stats; no power,
 normalised copy or output. Higher-order gradients: the kernels' backward is a closed form
 of first derivatives only, so when a graph of the gradient is requested (``create_graph=True``:
@@ -42,6 +51,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,6 +62,9 @@ from .compiled import LazyCompiled
 __all__ = ["OpKernels", "FusedOp", "as_rows"]
 
 BACKENDS = ("eager", "compiled", "triton")
+
+# While torch.compile traces a triton call: the op's triton_op pair (True) or its opaque custom op (module docstring).
+TRITON_OPS_UNDER_COMPILE = os.environ.get("POLYCOM_TRITON_OP", "0") == "1"
 
 
 def as_rows(t: torch.Tensor) -> torch.Tensor:
@@ -124,15 +137,36 @@ class FusedOp:
         """Import the Triton kernels now, outside any ``torch.compile`` trace (Dynamo cannot trace imports)."""
         if "triton" in self.kernels.backends:
             self.kernel("triton", "forward")
+            if TRITON_OPS_UNDER_COMPILE:  # registered now: a trace that needs them cannot register them
+                self.triton_library_ops()
 
     def library_ops(self):
         """(``torch.ops.polycom.<name>``, ``torch.ops.polycom.<name>_backward``)."""
         return _library_ops(self)
 
+    def triton_library_ops(self):
+        """(``torch.ops.polycom.<name>_triton``, ``..._triton_backward``): the Triton kernels as a ``triton_op`` pair.
+
+        Registered on first call (it imports Triton and reads the launchers' source); only ops with a
+        Triton backend have them."""
+        ops = _TRITON_LIBRARY_OPS.get(self.name)
+        if ops is None:
+            from .triton_library_ops import register_triton_ops  # imports Triton: never at `import polycom`
+
+            ops = _TRITON_LIBRARY_OPS[self.name] = register_triton_ops(self)
+        return ops
+
+    def _traced_ops(self, backend: str) -> tuple[Callable, Callable]:
+        """The library ops a ``torch.compile`` trace of a compiled/triton call records, taking the kernel arguments."""
+        if backend == "triton" and TRITON_OPS_UNDER_COMPILE:
+            return self.triton_library_ops()
+        forward_op, backward_op = self.library_ops()
+        return (lambda *args: forward_op(*args, backend)), (lambda *args: backward_op(*args, backend))
+
     def run_forward(self, backend: str, args) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(y shaped as ``args[0]``, stats or None); the library op while a compile traces a compiled/triton call."""
+        """(y shaped as ``args[0]``, stats or None); a library op while a compile traces a compiled/triton call."""
         if backend != "eager" and torch.compiler.is_compiling():
-            out = self.library_ops()[0](*args, backend)
+            out = self._traced_ops(backend)[0](*args)
             return out if self.kernels.saves_stats else (out, None)
         return self.run_kernel_forward(backend, args)
 
@@ -146,21 +180,22 @@ class FusedOp:
         # own unit (bf16-fsdp), since an in-place op on a unit's view output skips its hook.
         return y.view(args[0].shape).detach(), stats
 
-    def run_backward(self, backend: str, grad_y, inputs: list, stats, needs_input_grad, via_library=None) -> list:
+    def run_backward(self, backend: str, grad_y, inputs: list, stats, needs_input_grad, backward_op=None) -> list:
         """The gradient of every input (None for constants and for inputs that need none).
 
         With grad mode on (``create_graph=True``) the reference formula is differentiated under autograd,
-        so the gradient has a graph of its own and every higher derivative is exact. ``via_library``:
-        call the backward library op (default: for compiled/triton while torch.compile traces)."""
+        so the gradient has a graph of its own and every higher derivative is exact. ``backward_op``: a
+        backward library op to call with ``(grad_y, *tensors[, stats])`` instead of the kernel (default:
+        the traced one for compiled/triton while torch.compile traces)."""
         if torch.is_grad_enabled():
             return _differentiable_backward(self, inputs, grad_y, needs_input_grad)
         k = self.kernels
         tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
         extra = [] if stats is None else [stats]
-        if via_library is None:
-            via_library = backend != "eager" and torch.compiler.is_compiling()
-        if via_library:
-            grads = iter(self.library_ops()[1](grad_y, *tensors, *extra, backend))
+        if backward_op is None and backend != "eager" and torch.compiler.is_compiling():
+            backward_op = self._traced_ops(backend)[1]
+        if backward_op is not None:
+            grads = iter(backward_op(grad_y, *tensors, *extra))
         else:
             rows = [as_rows(a) for a in tensors[: k.rows]]
             grads = iter(self.kernel(backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:], *extra))
@@ -213,6 +248,7 @@ def _fused_function(op: FusedOp) -> type[torch.autograd.Function]:
 
 _LIBRARY_TARGETS: dict[str, FusedOp] = {}  # op name -> the FusedOp its library ops run
 _LIBRARY_OPS: dict[str, tuple] = {}
+_TRITON_LIBRARY_OPS: dict[str, tuple] = {}  # op name -> its triton_op pair (FusedOp.triton_library_ops)
 
 
 def _schemas(op: FusedOp) -> tuple[str, str]:
@@ -233,7 +269,6 @@ def _library_ops(op: FusedOp):
         return _LIBRARY_OPS[name]
     forward_schema, backward_schema = _schemas(op)
     target = lambda: _LIBRARY_TARGETS[name]  # noqa: E731
-    tensor_names = [p for p in op.kernels.arguments if p not in op.kernels.constants]  # the schema's, in order
 
     def forward_impl(*args):
         *args, backend = args
@@ -254,19 +289,40 @@ def _library_ops(op: FusedOp):
         rows = [as_rows(a) for a in tensors[: k.rows]]
         grads = fused.kernel("eager" if fake else backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:],
                                                                        *([] if stats is None else [stats]))
-        # Library ops may return neither views of their inputs nor of one another: the coefficient
-        # gradients of a Triton kernel are slices of one reduction buffer, so each gets its own copy.
-        targets = [t for t, name in zip(tensors, tensor_names) if name not in k.indices]
-        return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
+        return library_gradients(fused, grads, tensors)
 
     forward_op = torch.library.custom_op(f"polycom::{name}", forward_impl, mutates_args=(), schema=forward_schema)
     forward_op.register_fake(forward_fake)
     backward_op = torch.library.custom_op(f"polycom::{name}_backward", backward_impl, mutates_args=(),
                                           schema=backward_schema)
     backward_op.register_fake(lambda *args: backward_impl(*args, fake=True))
+    register_library_autograd(forward_op, target, takes_backend=True)
+    _LIBRARY_OPS[name] = (forward_op, backward_op)
+    return forward_op, backward_op
+
+
+def library_gradients(op: FusedOp, grads, tensors: list) -> tuple:
+    """A backward library op's outputs from the kernel's gradients of ``tensors`` (the op's tensor inputs).
+
+    Library ops may return neither views of their inputs nor of one another: the row gradients are
+    shaped as their inputs, and the coefficient gradients of a Triton kernel, slices of one reduction
+    buffer, each get their own copy."""
+    k = op.kernels
+    tensor_names = [p for p in k.arguments if p not in k.constants]
+    targets = [t for t, name in zip(tensors, tensor_names) if name not in k.indices]
+    return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
+
+
+def register_library_autograd(forward_op, target: Callable[[], FusedOp], *, takes_backend: bool,
+                              backward_op=None) -> None:
+    """Autograd of a forward library op: first order through a backward library op, higher orders through the
+    reference (``FusedOp.run_backward``).
+
+    ``takes_backend``: the ops end with a ``str backend`` argument (the generic pair; their backward op is
+    looked up per call) or not (a ``triton_op`` pair, whose ``backward_op`` is given)."""
 
     def setup_context(ctx, inputs, output):
-        *args, backend = inputs
+        args, backend = (inputs[:-1], inputs[-1]) if takes_backend else (inputs, "triton")
         stats = output[1] if target().kernels.saves_stats else None
         if stats is not None:
             ctx.mark_non_differentiable(stats)
@@ -280,9 +336,13 @@ def _library_ops(op: FusedOp):
         tensors = iter(saved)
         inputs = [next(tensors) if c is None else c for c in ctx.constants]
         # The raw op's backward is the backward op: traceable by AOTAutograd whatever the backend.
-        return (*fused.run_backward(ctx.backend, grad_y, inputs, stats, ctx.needs_input_grad[:-1], via_library=True),
-                None)
+        if takes_backend:
+            generic_backward = fused.library_ops()[1]
+            call = lambda *args: generic_backward(*args, ctx.backend)  # noqa: E731
+            needs = ctx.needs_input_grad[:-1]
+        else:
+            call, needs = backward_op, ctx.needs_input_grad
+        grads = fused.run_backward(ctx.backend, grad_y, inputs, stats, needs, backward_op=call)
+        return (*grads, None) if takes_backend else tuple(grads)
 
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-    _LIBRARY_OPS[name] = (forward_op, backward_op)
-    return forward_op, backward_op

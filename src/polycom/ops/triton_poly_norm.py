@@ -46,8 +46,11 @@ corresponding terms of the gradient vanish (finite, not NaN).
 from __future__ import annotations
 
 import torch
+from torch.library import wrap_triton
 
-from .triton_utils import check_launch, grid_programs, horner, load_coefficients, row_launch_config, tl, triton
+from .triton_utils import (
+    check_launch, grid_programs, horner, load_coefficients, row_launch_config, tl, traceable_kernel, triton,
+)
 
 __all__ = [
     "poly_norm_forward_triton",
@@ -400,7 +403,7 @@ def _row_shape(x, name):
     return x.shape
 
 
-def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None, row_expert=None):
+def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None, row_expert=None, traceable=False):
     check_launch(name, x, weight, bias, *([] if up is None else [up]), *([] if row_expert is None else [row_expert]))
     m, n = _row_shape(x, name)
     order = weight.shape[-1]
@@ -408,10 +411,16 @@ def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None,
     inv_rms = torch.empty((m, order), dtype=torch.float32, device=x.device)
     if m == 0 or n == 0:
         return y, inv_rms.fill_(float("nan") if n == 0 else 0.0)
-    if cfg is None:
-        cfg = row_launch_config(n, x.element_size(), "fwd" if up is None else "gated_fwd", block_size)
-    _fwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
-        x, x if up is None else up, y, inv_rms, weight, bias, x if row_expert is None else row_expert, m, n, float(eps),
+    if cfg is None:  # int(n): the config is cached per length, and a traced length (SymInt) is unhashable
+        cfg = row_launch_config(int(n), x.element_size(), "fwd" if up is None else "gated_fwd", block_size)
+    if traceable:  # every pointer the variant does not use gets its own tensor (_unused_pointer)
+        kernel = traceable_kernel(_fwd_kernel)
+        launch, unused_up, unused_e = wrap_triton(kernel), _unused_pointer(x), _unused_pointer(x)
+    else:
+        launch, unused_up, unused_e = _fwd_kernel, x, x
+    launch[(grid_programs(m, cfg, x.device, max_programs),)](
+        x, unused_up if up is None else up, y, inv_rms, weight, bias, unused_e if row_expert is None else row_expert,
+        m, n, float(eps),
         ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
         VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
         num_warps=cfg.warps,
@@ -419,7 +428,21 @@ def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None,
     return y, inv_rms
 
 
-def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None, row_expert=None):
+def _unused_pointer(like):
+    """A tensor for a pointer argument the kernel variant never reads or writes, in a traced launch.
+
+    Eager launches pass another argument there; a traced launch must not pass one tensor twice, because
+    where the compiler cannot tell which arguments a kernel writes (without a GPU target, so under the
+    interpreter, always) it copies each argument separately and takes each output from its own copy
+    (grad_x as both gx_ptr and the unused gup_ptr gave wrong gradients). One element of ``like``'s
+    dtype, from the same allocator, keeps the kernel's signature (pointer dtype, 16-byte alignment)
+    that of the eager launch, so it compiles to the same kernel.
+    """
+    return like.new_empty(1)
+
+
+def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None, row_expert=None,
+              traceable=False):
     check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]),
                  *([] if row_expert is None else [bias, row_expert]))
     m, n = _row_shape(x, name)
@@ -430,11 +453,19 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, na
     if n == 0:
         partials.zero_()
     elif m > 0:
-        if cfg is None:
-            cfg = row_launch_config(n, x.element_size(), "bwd" if up is None else "gated_bwd", block_size)
-        _bwd_kernel[(grid_programs(m, cfg, x.device, max_programs),)](
-            grad_y.contiguous(), x, x if up is None else up, inv_rms.contiguous(), weight, weight if bias is None else bias,
-            x if row_expert is None else row_expert, grad_x, grad_x if up is None else grad_up, partials, m, n,
+        if cfg is None:  # int(n) as in _forward
+            cfg = row_launch_config(int(n), x.element_size(), "bwd" if up is None else "gated_bwd", block_size)
+        if traceable:  # every pointer the variant does not use gets its own tensor (_unused_pointer)
+            kernel = traceable_kernel(_bwd_kernel)
+            launch = wrap_triton(kernel)
+            unused_up, unused_b, unused_e, unused_gup = (_unused_pointer(x), _unused_pointer(weight),
+                                                         _unused_pointer(x), _unused_pointer(grad_x))
+        else:
+            launch, unused_up, unused_b, unused_e, unused_gup = _bwd_kernel, x, weight, x, grad_x
+        launch[(grid_programs(m, cfg, x.device, max_programs),)](
+            grad_y.contiguous(), x, unused_up if up is None else up, inv_rms.contiguous(), weight,
+            unused_b if bias is None else bias, unused_e if row_expert is None else row_expert,
+            grad_x, unused_gup if up is None else grad_up, partials, m, n,
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
             VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
             num_warps=cfg.warps,
@@ -446,62 +477,69 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, na
     return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]
 
 
-def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None, max_programs=None):
+def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None, max_programs=None, traceable=False):
     """PolyNorm forward on (M, N) ``x``: returns (y in x's dtype, inv_rms (M, r) fp32).
 
     ``block_size`` (a power of two) forces the block; rows longer than it take the chunked path.
     ``max_programs`` caps the grid (each program then loops over rows); by default the
-    launcher decides (see ``triton_utils.grid_programs``).
+    launcher decides (see ``triton_utils.grid_programs``). ``traceable``: launch through
+    ``torch.library.wrap_triton`` (the body of the op's ``triton_op``), so a traced graph holds the
+    kernel itself; eager calls launch it directly (the traced launch costs host time). Every
+    launcher below takes the same keyword.
     """
-    return _forward(x, None, weight, bias, eps, block_size, max_programs, "poly_norm_forward_triton")
+    return _forward(x, None, weight, bias, eps, block_size, max_programs, "poly_norm_forward_triton",
+                    traceable=traceable)
 
 
-def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None, max_programs=None):
+def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None, max_programs=None, traceable=False):
     """PolyNorm backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32)."""
     grad_x, _, grad_w, grad_b = _backward(
-        grad_y, x, None, weight, None, inv_rms, block_size, max_programs, "poly_norm_backward_triton"
+        grad_y, x, None, weight, None, inv_rms, block_size, max_programs, "poly_norm_backward_triton", traceable=traceable
     )
     return grad_x, grad_w, grad_b
 
 
-def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None, max_programs=None):
+def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None, max_programs=None, traceable=False):
     """Gated PolyNorm forward, PolyNorm(gate) * up: returns (y in gate's dtype, inv_rms of gate (M, r) fp32)."""
     return _forward(
-        gate, up.contiguous(), weight, bias, eps, block_size, max_programs, "gated_poly_norm_forward_triton"
+        gate, up.contiguous(), weight, bias, eps, block_size, max_programs, "gated_poly_norm_forward_triton",
+        traceable=traceable,
     )
 
 
-def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None, max_programs=None):
+def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None, max_programs=None,
+                                    traceable=False):
     """Gated PolyNorm backward: returns (grad_gate, grad_up, grad_weight fp32, grad_bias (1,) fp32)."""
     return _backward(
         grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
-        "gated_poly_norm_backward_triton",
+        "gated_poly_norm_backward_triton", traceable=traceable,
     )
 
 
-def grouped_poly_norm_forward_triton(x, weight, bias, row_expert, eps=1e-6, *, block_size=None, max_programs=None):
+def grouped_poly_norm_forward_triton(x, weight, bias, row_expert, eps=1e-6, *, block_size=None, max_programs=None,
+                                     traceable=False):
     """Grouped PolyNorm forward: row m uses expert ``row_expert[m]``'s coefficients (weight (E, r), bias (E, 1))."""
     return _forward(x, None, weight, bias, eps, block_size, max_programs, "grouped_poly_norm_forward_triton",
-                    row_expert=row_expert)
+                    row_expert=row_expert, traceable=traceable)
 
 
 def grouped_poly_norm_backward_triton(grad_y, x, weight, bias, row_expert, inv_rms, *, block_size=None,
-                                      max_programs=None):
+                                      max_programs=None, traceable=False):
     """Grouped PolyNorm backward: (grad_x, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
     grad_x, _, grad_w, grad_b = _backward(grad_y, x, None, weight, bias, inv_rms, block_size, max_programs,
-                                          "grouped_poly_norm_backward_triton", row_expert=row_expert)
+                                          "grouped_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable)
     return grad_x, grad_w, grad_b
 
 
 def grouped_gated_poly_norm_forward_triton(gate, up, weight, bias, row_expert, eps=1e-6, *, block_size=None,
-                                           max_programs=None):
+                                           max_programs=None, traceable=False):
     """Grouped gated PolyNorm forward, PolyNorm_e(gate) * up with row m's expert e = ``row_expert[m]``."""
     return _forward(gate, up.contiguous(), weight, bias, eps, block_size, max_programs,
-                    "grouped_gated_poly_norm_forward_triton", row_expert=row_expert)
+                    "grouped_gated_poly_norm_forward_triton", row_expert=row_expert, traceable=traceable)
 
 
 def grouped_gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, row_expert, inv_rms, *, block_size=None,
-                                            max_programs=None):
+                                            max_programs=None, traceable=False):
     """Grouped gated PolyNorm backward: (grad_gate, grad_up, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
     return _backward(grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
-                     "grouped_gated_poly_norm_backward_triton", row_expert=row_expert)
+                     "grouped_gated_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable)

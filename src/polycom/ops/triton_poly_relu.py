@@ -14,8 +14,9 @@ The coefficient gradients are summed per program into a small fp32 buffer
 from __future__ import annotations
 
 import torch
+from torch.library import wrap_triton
 
-from .triton_utils import check_launch, horner, load_coefficients, tl, triton
+from .triton_utils import check_launch, horner, load_coefficients, tl, traceable_kernel, triton
 
 __all__ = ["poly_relu_forward_triton", "poly_relu_backward_triton"]
 
@@ -62,19 +63,30 @@ def _bwd_kernel(gy_ptr, x_ptr, w_ptr, gx_ptr, part_ptr, numel, ORDER: tl.constex
         tl.store(part_row + ORDER - 4, tl.sum(gz, axis=0))
 
 
-def poly_relu_forward_triton(x, weight, bias, *, block_size=_BLOCK):
-    """PolyReLU forward on a contiguous ``x`` (any shape): returns y in x's dtype."""
+def poly_relu_forward_triton(x, weight, bias, *, block_size=_BLOCK, traceable=False):
+    """PolyReLU forward on a contiguous ``x`` (any shape): returns y in x's dtype.
+
+    ``traceable``: launch through ``torch.library.wrap_triton`` (the op's ``triton_op``), so a traced
+    graph holds the kernel itself; eager calls launch it directly (the traced launch costs host time).
+    """
     check_launch("poly_relu_forward_triton", x, weight, bias)
     y = torch.empty_like(x)
     numel = x.numel()
     if numel:
         grid = (triton.cdiv(numel, block_size),)
-        _fwd_kernel[grid](x, y, weight, bias, numel, ORDER=weight.numel(), BLOCK=block_size, num_warps=_NUM_WARPS)
+        if traceable:
+            kernel = traceable_kernel(_fwd_kernel)
+            launch = wrap_triton(kernel)
+        else:
+            launch = _fwd_kernel
+        launch[grid](x, y, weight, bias, numel, ORDER=weight.numel(), BLOCK=block_size, num_warps=_NUM_WARPS)
     return y
 
 
-def poly_relu_backward_triton(grad_y, x, weight, *, block_size=_BLOCK):
-    """PolyReLU backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32)."""
+def poly_relu_backward_triton(grad_y, x, weight, *, block_size=_BLOCK, traceable=False):
+    """PolyReLU backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32).
+
+    ``traceable`` as in ``poly_relu_forward_triton``."""
     check_launch("poly_relu_backward_triton", x, grad_y, weight)
     order = weight.numel()
     grad_x = torch.empty_like(x)
@@ -82,7 +94,12 @@ def poly_relu_backward_triton(grad_y, x, weight, *, block_size=_BLOCK):
     programs = triton.cdiv(numel, block_size)
     partials = torch.empty((programs, order + 1), dtype=torch.float32, device=x.device)
     if numel:
-        _bwd_kernel[(programs,)](
+        if traceable:
+            kernel = traceable_kernel(_bwd_kernel)
+            launch = wrap_triton(kernel)
+        else:
+            launch = _bwd_kernel
+        launch[(programs,)](
             grad_y.contiguous(), x, weight, grad_x, partials, numel,
             ORDER=order, BLOCK=block_size, num_warps=_NUM_WARPS,
         )

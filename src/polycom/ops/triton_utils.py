@@ -6,6 +6,7 @@ kernels, and every launcher raises a ``RuntimeError`` through ``check_launch``.
 
 Kernels run on CUDA tensors, or on CPU tensors under the Triton interpreter
 (``TRITON_INTERPRET=1``, numerics only; that is how the tests run without a GPU).
+``traceable_kernel`` gives ``torch.library.wrap_triton`` a kernel it can trace in both cases.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "load_tuned",
     "horner",
     "load_coefficients",
+    "traceable_kernel",
 ]
 
 
@@ -54,6 +56,44 @@ def interpreting() -> bool:
 def triton_available() -> bool:
     """Triton is importable and something can run its kernels (a CUDA device or the interpreter)."""
     return HAS_TRITON and (interpreting() or torch.cuda.is_available())
+
+
+if HAS_TRITON:
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    class InterpretedJITFunction(JITFunction):
+        """A JITFunction made from an interpreted kernel's Python function, whose launches run the interpreter.
+
+        ``wrap_triton`` traces only JITFunctions (it reads their argument names and constexprs into
+        ``triton_kernel_wrapper_mutation/functional``); under ``TRITON_INTERPRET=1`` a ``@triton.jit``
+        kernel is an InterpretedFunction instead. This one carries the same metadata, and when the
+        traced graph launches it (``kernel[grid](...)`` calls ``run``) the interpreter runs it on CPU.
+        """
+
+        def __init__(self, interpreted: InterpretedFunction):
+            super().__init__(interpreted.fn)
+            self._interpreted = interpreted
+
+        def run(self, *args, grid, warmup, **kwargs):
+            return self._interpreted.run(*args, grid=grid, warmup=warmup, **kwargs)
+
+        # JITFunction hashes its cache key, which walks the helpers the kernel calls; under the
+        # interpreter those are InterpretedFunctions, which that walk rejects. torch's kernel side
+        # table, the only user of the hash here, needs identity only.
+        __hash__ = object.__hash__
+
+    _TRACEABLE: dict = {}  # one wrapper per kernel: one entry in torch's kernel side table
+
+
+def traceable_kernel(kernel):
+    """``kernel`` as ``torch.library.wrap_triton`` can trace it: itself when Triton compiles it (on a GPU),
+    an ``InterpretedJITFunction`` under ``TRITON_INTERPRET=1``."""
+    if not (HAS_TRITON and isinstance(kernel, InterpretedFunction)):
+        return kernel
+    if kernel not in _TRACEABLE:
+        _TRACEABLE[kernel] = InterpretedJITFunction(kernel)
+    return _TRACEABLE[kernel]
 
 
 def check_launch(name: str, *tensors: torch.Tensor) -> None:
