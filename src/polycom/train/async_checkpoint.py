@@ -2,8 +2,8 @@
 as ``sharded_checkpoint.save_sharded``: same folder layout, checksums and atomic publication.
 
 ``AsyncCheckpointer.save`` returns once every rank has copied its shards of the model and the
-optimizer into new host memory (``torch.distributed.checkpoint.async_save``'s staging); the files
-are written by background threads while training goes on. A background task then waits for both
+optimizer into new host memory (``host_copy``); ``torch.distributed.checkpoint.async_save`` writes
+the files from that copy on background threads while training goes on. A background task then waits for both
 writes, hashes this rank's files and commits the checkpoint (``sharded_checkpoint.commit``): only
 when every rank's write has finished does the folder get its final name and ``latest`` point at
 it, so a crash or SIGKILL during the write leaves the previous checkpoint as the one a resume picks.
@@ -37,19 +37,26 @@ from .sharded_checkpoint import MODEL, OPTIMIZER, commit, disk_full, start_folde
 __all__ = ["AsyncCheckpointer"]
 
 
-def _host_copy_writer(path: Path):
-    """DCP's file writer whose staging copies every tensor into new host memory, tensors already on
-    the CPU included: a mere move to the CPU would leave those shared with the live model, which the
-    next optimizer step changes while the write runs."""
+def host_copy(state_dict: dict) -> dict:
+    """``state_dict`` with every tensor copied into new host memory, tensors already on the CPU
+    included (a mere move to the CPU would leave those shared with the live model, which the next
+    optimizer step changes while the write runs); DTensors stay DTensors of the same placement."""
     from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
+
+    return _copy_state_dict(state_dict, _create_cpu_state_dict(state_dict))
+
+
+def _copied_state_writer(path: Path):
+    """DCP's file writer for a state dict that ``host_copy`` has copied already: its staging (DCP's
+    copy before ``async_save`` returns) passes the dict on as it is."""
     from torch.distributed.checkpoint import FileSystemWriter
 
-    class HostCopyWriter(FileSystemWriter):
+    class CopiedStateWriter(FileSystemWriter):
         def stage(self, state_dict: dict) -> dict:
             self.per_thread_copy_ahead = 0  # the write reads host memory: nothing to copy ahead
-            return _copy_state_dict(state_dict, _create_cpu_state_dict(state_dict))
+            return state_dict
 
-    return HostCopyWriter(str(path))
+    return CopiedStateWriter(str(path))
 
 
 class AsyncCheckpointer:
@@ -78,14 +85,16 @@ class AsyncCheckpointer:
             warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
         tmp = start_folder(out_dir, step)
         model_state, optim_state = state_dicts(model, optimizer)
+        # Both copied before either write starts: a write's thread would compete with the copy.
+        model_state, optim_tensors = host_copy(model_state), host_copy({"state": optim_state["state"]})
         writes = [self._write(model_state, tmp / MODEL, self.groups[0]),
-                  self._write({"state": optim_state["state"]}, tmp / OPTIMIZER, self.groups[1])]
+                  self._write(optim_tensors, tmp / OPTIMIZER, self.groups[1])]
         # The scheduler's and RNG states, copied now: the loop goes on changing them.
         state = copy.deepcopy({**state, "step": step, "param_groups": optim_state["param_groups"]})
         self.pending = self.pool.submit(self._finish, out_dir, tmp, writes, state, config_yaml, keep)
 
     def _write(self, state_dict: dict, path: Path, group) -> Future:
-        response = self._async_save(state_dict, storage_writer=_host_copy_writer(path), process_group=group)
+        response = self._async_save(state_dict, storage_writer=_copied_state_writer(path), process_group=group)
         return getattr(response, "upload_completion", response)  # an AsyncSaveResponse when staging is async
 
     def _finish(self, out_dir: Path, tmp: Path, writes: list[Future], state: dict, config_yaml: str,
