@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU check of polycom, under 8 minutes on one H100/H200:
-#   1. the GPU tests (tests/test_gpu.py, tests/test_triton_kernels.py);
+#   1. the GPU tests (tests/test_gpu.py, tests/test_triton_kernels.py), and the compiled-model ones with
+#      POLYCOM_TRITON_OP=1 (Inductor compiling the Triton kernels through torch.library.triton_op);
 #   2. kernel bandwidth (benchmarks/bench_kernel_bandwidth.py);
 #   3. 100 steps of the `small` model, without and with activation checkpointing: tokens/s,
 #      peak memory, MFU against the GPU's dense bf16 peak; FSDP2 with bf16 mixed precision
@@ -45,6 +46,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the
 } > "$SUMMARY"
 
 step gpu_tests 150 python -m pytest -q -x -p no:randomly tests/test_gpu.py tests/test_triton_kernels.py
+# The compiled-model tests again with POLYCOM_TRITON_OP=1 read at import, as a user would set it: torch.compile
+# traces triton calls through the ops' triton_op pairs and Inductor compiles the kernels itself (docs/kernels.md).
+step gpu_triton_op 90 env POLYCOM_TRITON_OP=1 python -m pytest -q -x -p no:randomly tests/test_gpu.py -k "fullgraph or triton_op"
 step kernel_bandwidth 60 python benchmarks/bench_kernel_bandwidth.py
 
 # 100 steps of `small` (12 x 768, seq 512, micro-batch 16), without and with activation checkpointing,
