@@ -29,12 +29,14 @@ Two paths compute the same products (``grouped_linear``):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-__all__ = ["ExpertGroups", "grouped_linear", "StackedExperts"]
+__all__ = ["ExpertGroups", "grouped_linear", "StackedExperts", "planned_device"]
 
 
 @dataclass
@@ -81,16 +83,36 @@ def _tile_rows(rows: int, num_experts: int) -> int:
     return max(1, -(-rows // (2 * num_experts)))
 
 
+# Memory planning (train/memory_plan.py) traces the model on meta, where a tensor cannot tell which
+# path the planned machine takes; the two save different tensors for backward (the tiles and the
+# gathered expert matrices, or x alone), so the planner names the device.
+_PLANNED_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("planned_device", default=None)
+
+
+@contextlib.contextmanager
+def planned_device(device_type: str):
+    """Within: meta tensors take the path ``grouped_linear`` takes on ``device_type`` ("cpu" or
+    "cuda", the latter assumed a GPU with the fused grouped GEMM: Hopper or newer)."""
+    token = _PLANNED_DEVICE.set(device_type)
+    try:
+        yield
+    finally:
+        _PLANNED_DEVICE.reset(token)
+
+
 def _grouped_mm_runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``torch._grouped_mm`` takes these operands with no host sync (see the module docstring)."""
     if not hasattr(torch, "_grouped_mm") or x.dtype != weight.dtype or x.shape[0] == 0:
         return False
     if any(n * x.element_size() % 16 for n in weight.shape[1:]):  # its row strides must be 16-byte multiples
         return False
-    if x.device.type == "cpu":
+    device = x.device.type
+    if device == "meta":  # a constant under compile: the context variable is read only while planning
+        device = _PLANNED_DEVICE.get() or "meta"
+    if device == "cpu":
         cpu_dtype = x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and not torch.compiler.is_compiling())
         return _TORCH_2_9 and cpu_dtype
-    return x.device.type == "cuda" and x.dtype == torch.bfloat16 and _cuda_fused_grouped_mm(x.device.index)
+    return device == "cuda" and x.dtype == torch.bfloat16 and (x.is_meta or _cuda_fused_grouped_mm(x.device.index))
 
 
 _TORCH_2_9 = torch.torch_version.TorchVersion(torch.__version__) >= (2, 9)
@@ -114,6 +136,8 @@ class _GroupedMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight, ends)
+        if x.is_meta:  # planning (planned_device): torch's meta function takes bf16 only, the CPU kernel fp32 too
+            return x.new_empty(x.shape[0], weight.shape[1])
         return torch._grouped_mm(x, weight.transpose(1, 2), offs=ends)  # (M, out)
 
     @staticmethod

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.grouped import planned_device
 from .config import Config
 from .memory_estimate import format_bytes
 from .tensor_parallel import narrow_to_one_rank, split_dims
@@ -133,11 +134,12 @@ def activation_bytes(cfg: Config, model: torch.nn.Module, dtype: torch.dtype, cu
 
 
 def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dtype, every: int,
-                        flash: bool, tensor: int = 1) -> int:
+                        cuda: bool, tensor: int = 1) -> int:
     """Bytes autograd saves over one forward of (B, T) tokens through a copy of ``model``, traced on
     ``meta``, with one rank's shapes of a tensor group of ``tensor``. Parameters are not
-    activations (they are counted apart); ``flash``: attention scores (B, h, T, T) are left out,
-    as CUDA's fused attention keeps none."""
+    activations (they are counted apart); ``cuda``: planned for a GPU, where attention scores
+    (B, h, T, T) are left out, as CUDA's fused attention keeps none, and the MoE's grouped matmul
+    takes the fused grouped GEMM (``models.grouped.planned_device``)."""
     from ..models import build_model
     from .distributed import apply_activation_checkpointing
 
@@ -150,13 +152,13 @@ def _traced_activations(model: torch.nn.Module, B: int, T: int, dtype: torch.dty
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         base = t._base if t._base is not None else t  # meta storages have no address: one entry per base tensor
-        if id(base) not in weights and not (flash and t.dim() >= 3 and tuple(t.shape[-2:]) == (T, T)):
+        if id(base) not in weights and not (cuda and t.dim() >= 3 and tuple(t.shape[-2:]) == (T, T)):
             saved[id(base)] = t.untyped_storage().nbytes()
         return t
 
     with torch.device("meta"):
         tokens = torch.zeros(B, T + 1, dtype=torch.long)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), planned_device("cuda" if cuda else "cpu"):
         out = model(tokens[:, :-1], targets=tokens[:, 1:])
     del out
     return sum(saved.values())
