@@ -5,9 +5,10 @@ Layout of ``OUT/checkpoints`` (a run in one process)::
     step_00000200/  model.safetensors  optimizer.pt  state.pt  config.yaml  checksums.json
     latest          -> the text "step_00000200"
 
-A run with several processes writes sharded checkpoints instead (``sharded_checkpoint.py``:
-``model/`` and ``optimizer/`` written by ``torch.distributed.checkpoint``, every rank its own
-shards), under the same rules below; either kind resumes under any world size or wrapping.
+A run with several processes, or with ``train.checkpoint_async``, writes sharded checkpoints
+instead (``sharded_checkpoint.py``: ``model/`` and ``optimizer/`` written by
+``torch.distributed.checkpoint``, every rank its own shards), under the same rules below;
+either kind resumes under any world size or wrapping.
 
 A checkpoint is written into a hidden temporary folder, every file fsynced,
 then the folder is renamed into place (atomic on POSIX) and only then is

@@ -19,6 +19,9 @@ Loading never runs code from the folder: tensors are read by DCP with
 ``torch.load(weights_only=True)``; ``.metadata`` (a pickle) is read by ``_SafeUnpickler``,
 which builds DCP's metadata classes, torch sizes and dtypes and nothing else; a checkpoint
 holding non-tensor entries (which DCP would unpickle freely) is refused.
+
+``async_checkpoint.py`` writes the same layout in the background (``train.checkpoint_async``),
+through ``start_folder``, ``state_dicts`` and ``commit`` below.
 """
 
 from __future__ import annotations
