@@ -113,6 +113,7 @@ class FusedOp:
     def __post_init__(self):
         k = self.kernels
         self._is_index = [name in k.indices for name in k.arguments]  # once: inspect.signature costs ~70 us
+        self._tensor_takes_grad = [name not in k.indices for name in k.arguments if name not in k.constants]
         self._resolved["eager"] = (k.forward, k.backward)
         self._resolved["compiled"] = (
             LazyCompiled(f"{self.name}_forward", k.compile_forward or k.forward, k.keep),
@@ -307,10 +308,8 @@ def library_gradients(op: FusedOp, grads, tensors: list) -> tuple:
     Library ops may return neither views of their inputs nor of one another: the row gradients are
     shaped as their inputs, and the coefficient gradients of a Triton kernel, slices of one reduction
     buffer, each get their own copy."""
-    k = op.kernels
-    tensor_names = [p for p in k.arguments if p not in k.constants]
-    targets = [t for t, name in zip(tensors, tensor_names) if name not in k.indices]
-    return tuple(g.view(t.shape) if i < k.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
+    targets = [t for t, takes_grad in zip(tensors, op._tensor_takes_grad) if takes_grad]
+    return tuple(g.view(t.shape) if i < op.kernels.rows else g.clone() for i, (g, t) in enumerate(zip(grads, targets)))
 
 
 def register_library_autograd(forward_op, target: Callable[[], FusedOp], *, takes_backend: bool,
