@@ -88,8 +88,22 @@ train("async_at2", "train.resume=true", "train.checkpoint_async=true")
 if rank == 0:
     (root / "done.txt").write_text("ok")
 dist.barrier()
-# SIGKILL of rank 1 while it writes step 4's shards: step 2 must stay the latest checkpoint.
+# An I/O error on rank 1 while it hashes step 4's shards: every rank raises (rank 0 names rank 1)
+# instead of waiting at the next collective for it; step 2 stays the latest checkpoint.
 own_files = S._own_files
+def failing(tmp, r):
+    if r == 1 and "step_00000004" in tmp.name:
+        raise OSError(5, "Input/output error", str(tmp))
+    return own_files(tmp, r)
+S._own_files = failing
+try:
+    train("io_error")
+    raised = "nothing"
+except Exception as e:
+    raised = f"{type(e).__name__}: {e}"
+(root / f"io_error_rank{rank}.txt").write_text(raised)
+dist.barrier()
+# SIGKILL of rank 1 while it writes step 4's shards: step 2 must stay the latest checkpoint.
 def dying(tmp, r):
     if r == 1 and "step_00000004" in tmp.name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -245,6 +259,15 @@ def test_a_save_killed_midway_leaves_the_last_good_checkpoint(runs):
     assert resumed.final_step == 4 and resumed.status == "completed"
     ref = _losses(runs / "fsdp_ref")
     assert [_losses(folder)[s] for s in (3, 4)] == pytest.approx([ref[3], ref[4]], rel=1e-6, abs=0)
+
+
+def test_a_failure_on_one_rank_while_committing_is_raised_on_every_rank(runs):
+    # Before: rank 0 waited at the checksum gather for rank 1, which had given up (a hang until
+    # the process group's timeout, 30 minutes by default).
+    assert (runs / "io_error_rank1.txt").read_text().startswith("OSError: [Errno 5] Input/output error")
+    rank0 = (runs / "io_error_rank0.txt").read_text()
+    assert rank0.startswith("CheckpointError: checkpoint step 4: rank 1 failed while committing it (OSError: [Errno 5]")
+    assert checkpoint_step(latest_checkpoint(runs / "io_error")) == 2
 
 
 def test_export_analyze_and_generate_read_sharded_checkpoints(runs, capsys):

@@ -103,40 +103,72 @@ def state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dic
 def commit(out_dir: Path, tmp: Path, state: dict, config_yaml: str, keep: int, group=None) -> Path:
     """After every rank wrote its shards into ``tmp``: fsync and hash them, write rank 0's small files
     and ``checksums.json``, then publish the folder (rename, ``latest``, pruning to ``keep``).
-    Collective over ``group`` (None: the default group)."""
+    Collective over ``group`` (None: the default group). Each phase ends in one gather of every
+    rank's outcome, so a failure on one rank is raised on all of them (``_on_every_rank``)."""
     rank, _ = _rank()
-    writing = tmp
-    try:
+
+    def hash_own_files(progress: dict) -> dict:
         sums = {}
         for f in _own_files(tmp, rank):
-            writing = f
+            progress["writing"] = f
             _fsync_file(f)
             sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
-        sums = {k: v for part in _gather(sums, group) for k, v in part.items()}
-        if rank == 0:
-            writing = tmp / "state.pt"
-            torch.save(state, writing)
-            writing = tmp / "config.yaml"
-            writing.write_text(config_yaml)
-            for sub in (MODEL, OPTIMIZER):
-                f = tmp / sub / ".metadata"
+        return sums
+
+    def write_rank0_files(progress: dict, sums: dict) -> None:
+        progress["writing"] = tmp / "state.pt"
+        torch.save(state, progress["writing"])
+        progress["writing"] = tmp / "config.yaml"
+        progress["writing"].write_text(config_yaml)
+        for sub in (MODEL, OPTIMIZER):
+            f = tmp / sub / ".metadata"
+            _fsync_file(f)
+            sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+        progress["writing"] = tmp / CHECKSUMS
+        _write_checksums(tmp, sums)
+        for f in tmp.iterdir():
+            if f.is_file():
                 _fsync_file(f)
-                sums[str(f.relative_to(tmp))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
-            writing = tmp / CHECKSUMS
-            _write_checksums(tmp, sums)
-            for f in tmp.iterdir():
-                if f.is_file():
-                    _fsync_file(f)
-    except Exception as exc:
-        if _is_disk_full(exc):
-            raise disk_full(out_dir, tmp, writing) from exc
-        raise
-    _barrier(group)  # every rank's shards are on disk before the folder is published
-    final = tmp.parent / f"step_{state['step']:08d}"
-    if rank == 0:
-        _publish(tmp.parent, tmp, final.name, keep)
-    _barrier(group)
+
+    step = state["step"]
+    parts = _on_every_rank(hash_own_files, step, out_dir, tmp, group)
+    sums = {k: v for part in parts for k, v in part.items()}
+    # The gather above was the barrier: every rank's shards are on disk before rank 0 goes on.
+    _on_every_rank(lambda progress: write_rank0_files(progress, sums) if rank == 0 else None, step, out_dir, tmp,
+                   group)
+    final = tmp.parent / f"step_{step:08d}"
+    _on_every_rank(lambda progress: _publish(tmp.parent, tmp, final.name, keep) if rank == 0 else None,
+                   step, out_dir, tmp, group)
     return final
+
+
+def _on_every_rank(work, step: int, out_dir: Path, tmp: Path, group) -> list:
+    """``work(progress)`` on this rank, then one gather of every rank's outcome: every rank's result,
+    or, if ``work`` failed on any rank, that failure raised on every rank (``DiskFullError`` when a
+    disk filled, this rank's own exception, else the failing rank named). Without it, the ranks
+    whose work succeeded would wait at the next collective for a peer that gave up, until the
+    process group's timeout. ``progress["writing"]``: the file being written, for the disk-full
+    message."""
+    progress = {"writing": tmp}
+    result, failure = None, None
+    try:
+        result = work(progress)
+    except Exception as exc:  # noqa: BLE001 - sent to the peers, then raised below
+        failure = exc
+    report = None if failure is None else (_is_disk_full(failure), f"{type(failure).__name__}: {failure}",
+                                           str(progress["writing"]))
+    outcomes = _gather((result, report), group)
+    failed = [(r, report) for r, (_, report) in enumerate(outcomes) if report is not None]
+    if not failed:
+        return [result for result, _ in outcomes]
+    full = next((report for _, report in failed if report[0]), None)
+    if full is not None:
+        raise disk_full(out_dir, tmp, Path(full[2])) from failure
+    if failure is not None:
+        raise failure
+    rank, (_, message, _) = failed[0]
+    raise CheckpointError(f"checkpoint step {step}: rank {rank} failed while committing it ({message}); "
+                          "the last good checkpoint is kept")
 
 
 def disk_full(out_dir: Path, tmp: Path, writing: Path) -> DiskFullError:
@@ -157,13 +189,6 @@ def _gather(value, group) -> list:
     out = [None] * dist.get_world_size(group)
     dist.all_gather_object(out, value, group=group)
     return out
-
-
-def _barrier(group) -> None:
-    if group is None or not dist.is_initialized():
-        barrier()
-    else:
-        dist.barrier(group=group)
 
 
 def verify_sharded(folder: Path, sums: dict | None, subfolders=(MODEL, OPTIMIZER)) -> None:
