@@ -13,6 +13,9 @@
 # Everything is logged under OUT; OUT/summary.md holds the numbers to copy into
 # docs/benchmarks.md with the device name and date. Each step has its own time limit, so
 # one that hangs cannot eat the others' time; a failing step is reported and the rest run.
+# The whole script keeps to BUDGET seconds (default 450: the device tool stops a command at
+# 600 s, and the summary must be written before that): a step gets at most what is left,
+# and one with under 20 s left is skipped and reported as such.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device-check}}
@@ -22,8 +25,17 @@ CACHE="$OUT/cache"
 # Dense bf16 peak of the GPU for MFU, TFLOP/s (H100/H200 SXM: 989); override with PEAK_TFLOPS.
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 
+BUDGET=${BUDGET:-450}
+
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the exit status
     local name=$1 limit=$2; shift 2
+    local left=$((BUDGET - SECONDS))
+    if [ "$left" -lt 20 ]; then
+        echo "| $name | skipped: ${left} s of the ${BUDGET} s budget left | |" >> "$SUMMARY"
+        echo "== $name: skipped (budget)"
+        return 0
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
     local start=$SECONDS
     timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
