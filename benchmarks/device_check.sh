@@ -8,7 +8,12 @@
 #      (train.precision=bf16-fsdp) on every GPU (one GPU: a process group of one);
 #   4. the first runs of the `small` compare preset, for what is left of a fixed budget.
 #
-#   bash benchmarks/device_check.sh [OUT]      # OUT defaults to $OUT, else ./device-check
+#   bash benchmarks/device_wheels.sh           # here, once: the wheels the GPU image lacks, into .whl/
+#   bash benchmarks/device_check.sh [OUT]      # there (carry [".whl"]); OUT defaults to $OUT, else ./device-check
+#
+# It installs the carried wheels (into /tmp/site, on PYTHONPATH) and polycom itself
+# (pip install --no-deps -e .: the machine's own torch and Triton stay), then checks that the lab
+# extra imports before any step runs.
 #
 # Everything is logged under OUT; OUT/summary.md holds the numbers to copy into
 # docs/benchmarks.md with the device name and date. Each step has its own time limit, so
@@ -26,6 +31,17 @@ CACHE="$OUT/cache"
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 
 BUDGET=${BUDGET:-450}
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+# Where the machine's environment is read-only, the source tree on PYTHONPATH does as well
+# (every command below runs through `python -m`).
+python -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 \
+    || export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+python -c "from polycom.extras import require; require('lab', 'benchmarks/device_check.sh')" || {
+    echo "run bash benchmarks/device_wheels.sh here and carry .whl"; exit 1; }
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, record the exit status
     local name=$1 limit=$2; shift 2
@@ -68,7 +84,7 @@ step kernel_bandwidth 60 python benchmarks/bench_kernel_bandwidth.py
 # under torchrun with 2+ GPUs, in one process (a process group of one) on a machine with one.
 # The BPE tokenizer is trained once into $CACHE by the first run (not timed by the trainer).
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-MODE="FSDP2 x ${NGPU:-1} GPU(s), bf16-fsdp"
+MODE="FSDP2 x $(( ${NGPU:-0} > 0 ? NGPU : 1 )) GPU(s), bf16-fsdp"
 train_small() {  # train_small NAME CHECKPOINTING
     local common=(--preset small train.steps=100 train.eval_every=100 train.eval_batches=1
         train.checkpoint_every=100 "train.activation_checkpointing=$2" data.cache_dir="$CACHE"
@@ -102,7 +118,7 @@ for name, label in (("small_bf16", "no activation checkpointing"), ("small_bf16_
 EOF
 
 # The small compare preset's first runs, for the time left: the log shows how far it got.
-step compare_small 150 polycom compare --preset small --out "$OUT/compare-small" --throughput-rounds 0 \
+step compare_small 150 python -m polycom.cli compare --preset small --out "$OUT/compare-small" --throughput-rounds 0 \
     data.cache_dir="$CACHE"
 
 echo
