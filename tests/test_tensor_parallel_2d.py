@@ -9,8 +9,9 @@ the 4 ranks resumed in one process; and the memory plan of ``--dry-run`` for the
 what each rank held (parameters: 43,172 planned, 43,170 to 43,174 held; the traced activations
 of one micro-batch 6% above the bytes autograd saved for the dense model, 52% above when the plan
 traced the whole model instead of one rank's heads and columns; 4.6% above for the MoE, 2.1x
-when its trace took the tiled grouped matmul instead of the CPU's ``torch._grouped_mm``). One torchrun job runs every multi-rank scenario
-(``_JOB``) in one process group, so the test pays for one launch.
+when its trace took the tiled grouped matmul instead of the CPU's ``torch._grouped_mm``). One
+torchrun job runs every multi-rank scenario (``_JOB``) in one process group, so the test pays
+for one launch.
 
 Tolerance: relative 2e-6 on every train and validation loss and gradient norm. The runs add the
 same fp32 products in another order (row-parallel matmuls sum two partial products, PolyNorm's
