@@ -64,7 +64,9 @@ def _inductor_code(fn) -> list[str]:
 # every other family in float32.
 FLOAT64_CASES = [("polynorm", torch.float32), ("polynorm", torch.bfloat16), ("gated_polynorm", torch.bfloat16),
                  ("polyrelu", torch.float32), ("hermite", torch.float32), ("fourier", torch.float32),
-                 ("tropical", torch.float32)]
+                 ("tropical", torch.float32),
+                 # Motif's input bound (1e6), a float constant of the fused op: its clamp and gradient mask
+                 ("motif_polynorm", torch.float32), ("motif_gated_polynorm", torch.bfloat16)]
 
 
 @pytest.mark.parametrize("activation,dtype", FLOAT64_CASES)

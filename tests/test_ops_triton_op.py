@@ -21,7 +21,7 @@ from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table, triton
 import polycom  # noqa: E402, F401 - registers the ops
 from polycom.models.mlp import build_mlp  # noqa: E402
 from polycom.ops import available_implementations, dispatch, fused_op  # noqa: E402
-from test_ops_library import _args  # noqa: E402 - the same arguments as the generic ops' opcheck
+from test_ops_library import BOUNDED_OPS, INPUT_BOUND, _args  # noqa: E402 - the generic ops' opcheck arguments
 
 if "triton" not in available_implementations(torch.randn(1)):
     pytest.skip("Triton cannot run on CPU tensors here (TRITON_INTERPRET != 1)", allow_module_level=True)
@@ -53,15 +53,17 @@ WIDTH_DTYPE = [(1, torch.float32), (7, torch.bfloat16), (513, torch.float16)]
 def _opcheck_cases():
     for name in OPS:
         for width, dtype in WIDTH_DTYPE[1:2] if name.startswith("grouped") else WIDTH_DTYPE:
-            yield pytest.param(name, width, dtype, id=f"{name}-{width}-{str(dtype)[6:]}")
+            yield pytest.param(name, width, dtype, {}, id=f"{name}-{width}-{str(dtype)[6:]}")
+    for name in BOUNDED_OPS:  # the input bound (a constexpr variant of the kernels): one case each
+        yield pytest.param(name, 7, torch.bfloat16, {"input_bound": INPUT_BOUND}, id=f"{name}-7-bfloat16-bounded")
 
 
-@pytest.mark.parametrize("name,width,dtype", list(_opcheck_cases()))
-def test_opcheck_forward_with_autograd(name, width, dtype):
+@pytest.mark.parametrize("name,width,dtype,bound", list(_opcheck_cases()))
+def test_opcheck_forward_with_autograd(name, width, dtype, bound):
     """Schema, fake tensors against the kernels, the autograd registration, and AOTAutograd with dynamic
     shapes, forward and backward (through the backward triton_op): all four of opcheck's tests."""
     forward_op, _ = dispatch.registered_op(name).triton_library_ops()
-    results = torch.library.opcheck(forward_op, _args(name, width, dtype))
+    results = torch.library.opcheck(forward_op, _args(name, width, dtype, **bound))
     assert set(results.values()) == {"SUCCESS"}, results
 
 
@@ -71,12 +73,14 @@ def test_opcheck_backward(name):
     gradients are slices of one buffer in the kernels), and its fake matches the kernels."""
     op = dispatch.registered_op(name)
     forward_op, backward_op = op.triton_library_ops()
-    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in _args(name, 7, torch.float32)]
+    args = [a.detach() if isinstance(a, torch.Tensor) else a
+            for a in _args(name, 7, torch.float32, **({"input_bound": INPUT_BOUND} if name in BOUNDED_OPS else {}))]
     out = forward_op(*args)
     stats = [out[1]] if op.kernels.saves_stats else []
     y = out[0] if op.kernels.saves_stats else out
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    results = torch.library.opcheck(backward_op, (torch.randn_like(y), *tensors, *stats))
+    constants = [a for p, a in zip(op.kernels.arguments, args) if p in op.kernels.backward_constants]
+    results = torch.library.opcheck(backward_op, (torch.randn_like(y), *tensors, *stats, *constants))
     assert set(results.values()) == {"SUCCESS"}, results
 
 

@@ -193,6 +193,38 @@ def test_capped_grid_matches_one_program_per_row(gated, m, n, block, programs):
         assert torch.equal(full, capped)
 
 
+# The input bound as a constexpr variant (BOUNDED) of the same kernels: with x clamped as it is read, every
+# value is the unbounded kernels' on clamp(x), so the results are bit-identical to them (grad_x masked).
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("m,n,block,bound", [
+    (7, 123, None, 1.5),  # one block per row
+    (3, 300, 64, 1.5),  # chunked rows
+    (3, 300, 64, 1e7),  # chunked, (1e7)^6 overflows fp32 in the first pass: the rescaled pass runs
+])
+def test_input_bound_equals_the_unbounded_kernels_on_the_clamped_input(gated, m, n, block, bound):
+    x = randn(m, n, torch.float32, scale=2.0)
+    x[0, :4] = torch.tensor([bound, -bound, 3 * bound, -3 * bound])  # at the bound and beyond
+    up = randn(m, n, torch.float32, seed=3)
+    weight, bias = coefficients(3)
+    grad_y = randn(m, n, torch.float32, seed=5)
+    clamped = x.clamp(-bound, bound)
+    if gated:
+        fwd = lambda x_, *c: gated_poly_norm_forward_triton(x_, up, weight, bias, EPS, *c, block_size=block)  # noqa: E731
+        bwd = lambda x_, inv, *c: gated_poly_norm_backward_triton(  # noqa: E731
+            grad_y, x_, up, weight, bias, inv, *c, block_size=block)
+    else:
+        fwd = lambda x_, *c: poly_norm_forward_triton(x_, weight, bias, EPS, *c, block_size=block)  # noqa: E731
+        bwd = lambda x_, inv, *c: poly_norm_backward_triton(grad_y, x_, weight, inv, *c, block_size=block)  # noqa: E731
+    (y, inv), (y_clamped, inv_clamped) = fwd(x, bound), fwd(clamped)
+    assert torch.equal(y, y_clamped) and torch.equal(inv, inv_clamped)
+    grads, grads_clamped = bwd(x, inv, bound), bwd(clamped, inv)
+    inside = x.abs() <= bound  # torch.clamp's gradient mask: inclusive
+    assert not inside.all() and inside[0, :2].all()
+    assert torch.equal(grads[0], torch.where(inside, grads_clamped[0], 0.0))
+    for got, want in zip(grads[1:], grads_clamped[1:]):
+        assert torch.equal(got, want)
+
+
 def test_capped_grid_rejects_zero_programs():
     x = randn(2, 8, torch.float32)
     weight, bias = coefficients(2)

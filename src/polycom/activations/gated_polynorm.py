@@ -8,6 +8,8 @@ family: formula, functional form, module and registry entries ("gated_polynorm",
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ops import dispatch
@@ -20,20 +22,22 @@ from dataclasses import asdict
 
 from .coefficients import PolyCoefficients
 from .polynorm import bounds_repr, poly_norm_reference
-from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, apply_bounds
+from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, fused_arguments
 
 __all__ = ["gated_poly_norm_reference", "gated_poly_norm", "GatedPolyNorm"]
 
 
 def gated_poly_norm_reference(
-    gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
+    gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6,
+    input_bound: float = math.inf,
 ) -> torch.Tensor:
     """Gated PolyNorm, PolyNorm(gate) * up (Motif's models; with r = 2, Swiss AI's PNGLU).
 
-    Not in the PolyCom paper; the GLU-style use of PolyNorm found in the wild.
+    Not in the PolyCom paper; the GLU-style use of PolyNorm found in the wild. ``input_bound`` clamps
+    the gate, as ``poly_norm_reference``'s.
     """
     dt = compute_dtype(gate.dtype)
-    act = poly_norm_reference(gate.to(dt), weight, bias, eps)
+    act = poly_norm_reference(gate.to(dt), weight, bias, eps, input_bound)
     return (act * up.to(dt)).to(gate.dtype)
 
 
@@ -53,10 +57,11 @@ def gated_poly_norm(
     check_same_shape(gate, up, "gate", "up")
     check_coefficients(weight, bias, gate)
     check_eps(eps)
-    gate, weight, bias = apply_bounds(bounds, gate, weight, bias)
+    weight, bias, input_bound = fused_arguments(bounds, weight, bias)
     if statistics_group is not None:
-        return sharded_poly_norm(gate, up, weight, bias, None, eps, implementation, statistics_group)
-    return dispatch.call("gated_poly_norm", implementation, gate, up, weight, bias, eps, order=weight.numel())
+        return sharded_poly_norm(gate, up, weight, bias, None, eps, input_bound, implementation, statistics_group)
+    return dispatch.call("gated_poly_norm", implementation, gate, up, weight, bias, eps, input_bound,
+                         order=weight.numel())
 
 
 class GatedPolyNorm(PolyCoefficients):

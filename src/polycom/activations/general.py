@@ -9,6 +9,8 @@ combinations to their fast paths through ``polycom.ops.dispatch``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,7 +104,7 @@ def poly_com(
     if base == "relu" and kind == "I":
         return dispatch.call("poly_relu", implementation, x, weight, bias, order=weight.numel())
     if base == "rmsnorm" and kind == "II":
-        return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
+        return dispatch.call("poly_norm", implementation, x, weight, bias, eps, math.inf, order=weight.numel())
     return poly_com_reference(x, weight, bias, base, kind, eps, prelu_weight)
 
 

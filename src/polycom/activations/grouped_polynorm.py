@@ -10,6 +10,8 @@ with a_i = weight[e, r - i], a_0 = bias[e, 0], e = row_expert of that row. Fast 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ops import dispatch
@@ -19,32 +21,38 @@ from ..ops.sharded_poly_norm import sharded_poly_norm
 from ..reference import compute_dtype
 from ..validation import check_eps, check_float_tensor, check_same_shape
 from .polynorm import normalized_powers
-from .polynorm_bounds import PolyNormBounds, apply_bounds
+from .polynorm_bounds import PolyNormBounds, fused_arguments
 
 __all__ = ["grouped_poly_norm_reference", "grouped_gated_poly_norm_reference", "grouped_poly_norm",
            "grouped_gated_poly_norm"]
 
 
 def grouped_poly_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, row_expert: torch.Tensor,
-                                eps: float = 1e-6) -> torch.Tensor:
+                                eps: float = 1e-6, input_bound: float = math.inf) -> torch.Tensor:
     """PolyNorm of each row with its expert's coefficients (Zhuo et al. 2025, eq. (3), per expert):
 
         y[m] = bias[e, 0] + sum_{i=1..r} weight[e, r - i] * N(x[m]^i),   e = row_expert[m]
+
+    at clamp(x, -c, c) for a finite ``input_bound`` c (as ``poly_norm_reference``).
     """
     r = weight.shape[-1]
     dt = compute_dtype(x.dtype)
     w, b = weight.to(dt)[row_expert], bias.to(dt)[row_expert]  # (..., r), (..., 1)
+    xf = x.to(dt).clamp(-input_bound, input_bound) if math.isfinite(input_bound) else x.to(dt)
     out = b.expand_as(x)
-    for i, n_i in enumerate(normalized_powers(x.to(dt), r, eps), start=1):
+    for i, n_i in enumerate(normalized_powers(xf, r, eps), start=1):
         out = out + w[..., r - i, None] * n_i
     return out.to(x.dtype)
 
 
 def grouped_gated_poly_norm_reference(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                      row_expert: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Gated PolyNorm per expert: y[m] = PolyNorm_e(gate[m]) * up[m], e = row_expert[m], product in float32."""
+                                      row_expert: torch.Tensor, eps: float = 1e-6,
+                                      input_bound: float = math.inf) -> torch.Tensor:
+    """Gated PolyNorm per expert: y[m] = PolyNorm_e(gate[m]) * up[m], e = row_expert[m], product in float32;
+    ``input_bound`` clamps the gate."""
     dt = compute_dtype(gate.dtype)
-    return (grouped_poly_norm_reference(gate.to(dt), weight, bias, row_expert, eps) * up.to(dt)).to(gate.dtype)
+    act = grouped_poly_norm_reference(gate.to(dt), weight, bias, row_expert, eps, input_bound)
+    return (act * up.to(dt)).to(gate.dtype)
 
 
 def _check_grouped(x: torch.Tensor, weight, bias, row_expert) -> None:
@@ -78,10 +86,11 @@ def grouped_poly_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     check_float_tensor(x, "x")
     _check_grouped(x, weight, bias, row_expert)
     check_eps(eps)
-    x, weight, bias = apply_bounds(bounds, x, weight, bias)
+    weight, bias, input_bound = fused_arguments(bounds, weight, bias)
     if statistics_group is not None:
-        return sharded_poly_norm(x, None, weight, bias, row_expert.reshape(-1), eps, implementation, statistics_group)
-    return dispatch.call("grouped_poly_norm", implementation, x, weight, bias, row_expert.reshape(-1), eps,
+        return sharded_poly_norm(x, None, weight, bias, row_expert.reshape(-1), eps, input_bound, implementation,
+                                 statistics_group)
+    return dispatch.call("grouped_poly_norm", implementation, x, weight, bias, row_expert.reshape(-1), eps, input_bound,
                          order=weight.shape[-1])
 
 
@@ -95,17 +104,18 @@ def grouped_gated_poly_norm(gate: torch.Tensor, up: torch.Tensor, weight: torch.
     check_same_shape(gate, up, "gate", "up")
     _check_grouped(gate, weight, bias, row_expert)
     check_eps(eps)
-    gate, weight, bias = apply_bounds(bounds, gate, weight, bias)
+    weight, bias, input_bound = fused_arguments(bounds, weight, bias)
     if statistics_group is not None:
-        return sharded_poly_norm(gate, up, weight, bias, row_expert.reshape(-1), eps, implementation,
+        return sharded_poly_norm(gate, up, weight, bias, row_expert.reshape(-1), eps, input_bound, implementation,
                                  statistics_group)
     return dispatch.call("grouped_gated_poly_norm", implementation, gate, up, weight, bias, row_expert.reshape(-1),
-                         eps, order=weight.shape[-1])
+                         eps, input_bound, order=weight.shape[-1])
 
 
 def _flat_rows_reference(reference):
-    """The reference on the kernels' arguments: row_expert flattened to one entry per row."""
-    return lambda *args: reference(*args[:-2], args[-2].reshape(args[0].shape[:-1]), args[-1])
+    """The reference on the kernels' arguments (..., row_expert, eps, input_bound): row_expert flattened to one
+    entry per row."""
+    return lambda *args: reference(*args[:-3], args[-3].reshape(args[0].shape[:-1]), *args[-2:])
 
 
 dispatch.register_op("grouped_poly_norm", reference=_flat_rows_reference(grouped_poly_norm_reference),

@@ -7,6 +7,7 @@ formula, functional form, module and registry entry; its fast paths are the op o
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import torch
@@ -18,7 +19,7 @@ from ..reference import compute_dtype
 from ..registry import register_activation
 from ..validation import check_coefficients, check_eps, check_float_tensor
 from .general import PAPER, PolyCom
-from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, apply_bounds
+from .polynorm_bounds import MOTIF_BOUNDS, PolyNormBounds, fused_arguments
 
 __all__ = ["normalized_powers", "poly_norm_reference", "poly_norm", "PolyNorm", "bounds_repr"]
 
@@ -48,18 +49,19 @@ def normalized_powers(x: torch.Tensor, order: int, eps: float) -> list[torch.Ten
 
 
 def poly_norm_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6, input_bound: float = math.inf
 ) -> torch.Tensor:
     """PolyNorm (PolyCom Type II with rho = RMS normalisation), Zhuo et al. 2025, eq. (3):
 
         PolyNorm(x) = a_0 + sum_{i=1..r} a_i * N(x^i),   N(z) = z / sqrt(mean(z^2, -1) + eps)
 
     with a_i = weight[r - i] and a_0 = bias. Not elementwise: N couples all
-    features of a row (the MLP hidden vector of one token).
+    features of a row (the MLP hidden vector of one token). A finite ``input_bound`` c evaluates it
+    at clamp(x, -c, c) (Motif's bounded PolyNorm, ``polynorm_bounds.py``).
     """
     r = weight.numel()
     dt = compute_dtype(x.dtype)
-    xf = x.to(dt)
+    xf = x.to(dt).clamp(-input_bound, input_bound) if math.isfinite(input_bound) else x.to(dt)
     w = weight.to(dt)
     out = bias.to(dt).expand_as(xf)
     for i, n_i in enumerate(normalized_powers(xf, r, eps), start=1):
@@ -84,10 +86,10 @@ def poly_norm(
     check_float_tensor(x, "x")
     check_coefficients(weight, bias, x)
     check_eps(eps)
-    x, weight, bias = apply_bounds(bounds, x, weight, bias)
+    weight, bias, input_bound = fused_arguments(bounds, weight, bias)
     if statistics_group is not None:
-        return sharded_poly_norm(x, None, weight, bias, None, eps, implementation, statistics_group)
-    return dispatch.call("poly_norm", implementation, x, weight, bias, eps, order=weight.numel())
+        return sharded_poly_norm(x, None, weight, bias, None, eps, input_bound, implementation, statistics_group)
+    return dispatch.call("poly_norm", implementation, x, weight, bias, eps, input_bound, order=weight.numel())
 
 
 class PolyNorm(PolyCom):

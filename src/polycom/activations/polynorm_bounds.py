@@ -14,7 +14,10 @@ Parameter layout is the paper's (``weight`` (r,), ``weight[0]`` for the highest 
 (1,)); only what the stored values mean changes. The defaults are the paper's PolyNorm (no option
 set). The output scale is folded into the coefficients, s * P = P(x; s a, s a_0), exact in real
 arithmetic, and the coefficient maps act on r + 1 numbers, so every path (reference, eager,
-compiled, Triton) runs them unchanged; the input clamp is one elementwise op before the fused op.
+compiled, Triton) runs them unchanged. The input clamp is a constant of the fused ops
+(``input_bound``, inf for none; ``ops/poly_norm.py``): their kernels clamp x as they read it and
+mask the input gradient with -c_x <= x <= c_x, so a bounded PolyNorm reads and writes what the
+plain one does. The reference formulas clamp explicitly (the ground truth).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PolyNormBounds", "MOTIF_BOUNDS", "apply_bounds"]
+__all__ = ["PolyNormBounds", "MOTIF_BOUNDS", "fused_arguments"]
 
 
 def _check_positive(value, name: str) -> None:
@@ -64,9 +67,6 @@ class PolyNormBounds:
             weight, bias = weight * self.output_scale, bias * self.output_scale
         return weight, bias
 
-    def clamp_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.input_bound is None else x.clamp(-self.input_bound, self.input_bound)
-
     def initial_weight(self, order: int) -> float:
         """The stored init value of every weight entry: the paper's a_i = 1/r, as a logit under the sigmoid
         (order 1 cannot reach a_1 = 1 through a sigmoid: it starts at a_1 = 1/2)."""
@@ -75,11 +75,13 @@ class PolyNormBounds:
         return -math.log(order - 1) if order > 1 else 0.0
 
 
-def apply_bounds(bounds: PolyNormBounds | None, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-    """(x, weight, bias) for the plain PolyNorm formula: the input clamped, the coefficients mapped and scaled."""
+def fused_arguments(bounds: PolyNormBounds | None, weight: torch.Tensor, bias: torch.Tensor):
+    """(weight, bias, input_bound) for the PolyNorm ops: the coefficients mapped and scaled, and the input
+    bound (inf for none), which the ops apply inside their kernels."""
     if bounds is None or bounds.is_paper:
-        return x, weight, bias
-    return (bounds.clamp_input(x), *bounds.coefficients(weight, bias))
+        return weight, bias, math.inf
+    input_bound = math.inf if bounds.input_bound is None else float(bounds.input_bound)
+    return (*bounds.coefficients(weight, bias), input_bound)
 
 
 MOTIF_BOUNDS = PolyNormBounds(sigmoid_coefficients=True, bias_bound=0.5, output_scale=0.5, input_bound=1e6)

@@ -9,9 +9,11 @@ coefficient tensors and constants (eps) in the op's own order.
 
 - ``forward(*rows2d, *rest) -> y2d``, or ``(y2d, stats)`` when ``saves_stats`` (PolyNorm's r
   inverse RMS values per row, float32);
-- ``backward(grad_y2d, *rows2d, *rest_tensors[, stats]) -> (grad of each row tensor, grad of
-  each rest tensor but the index tensors)``: constants are not passed; coefficient gradients may
-  be float32, they are cast to each coefficient's dtype here. Index tensors (``indices``, e.g.
+- ``backward(grad_y2d, *rows2d, *rest_tensors[, stats], *backward_constants) -> (grad of each row
+  tensor, grad of each rest tensor but the index tensors)``: of the constants only those named in
+  ``backward_constants`` are passed (PolyNorm's input bound, whose mask the input gradient needs;
+  eps is not: the saved statistics hold it), in the forward's order; coefficient gradients may be
+  float32, they are cast to each coefficient's dtype here. Index tensors (``indices``, e.g.
   the grouped ops' row -> expert map) are integer inputs that take no gradient.
 
 Backends: ``eager`` is the closed form itself, ``compiled`` its ``torch.compile``
@@ -23,7 +25,7 @@ use (Triton is optional; ``triton_max_order`` bounds the coefficient count they 
 Every op is also a ``torch.library`` custom op pair, ``polycom::<name>(*args, str backend)``
 and ``polycom::<name>_backward``, registered with the op: its fake kernel is the eager closed
 form run on fake tensors (shapes and dtypes exactly as the real kernels'), and it has autograd
-(``register_autograd``), so ``torch.ops.polycom.poly_norm(x, w, b, 1e-6, "eager")`` is a
+(``register_autograd``), so ``torch.ops.polycom.poly_norm(x, w, b, 1e-6, inf, "eager")`` is a
 differentiable op that passes ``torch.library.opcheck``. The autograd Function calls the
 kernels directly (no dispatcher overhead), except the ``compiled`` and ``triton`` backends while
 ``torch.compile`` traces: there the graph gets the custom op, an opaque node, since neither a
@@ -76,8 +78,9 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 class OpKernels:
     """The closed-form kernels of one op and the backends it has (module docstring).
 
-    ``constants``: the names of the forward's float arguments (eps); ``indices``: those of its integer
-    tensors (no gradient); every other argument is a differentiable tensor.
+    ``constants``: the names of the forward's float arguments (eps); ``backward_constants``: those of
+    them the backward takes too; ``indices``: the names of its integer tensors (no gradient); every
+    other argument is a differentiable tensor.
     """
 
     forward: Callable
@@ -85,6 +88,7 @@ class OpKernels:
     rows: int = 1
     saves_stats: bool = False
     constants: tuple[str, ...] = ()
+    backward_constants: tuple[str, ...] = ()
     indices: tuple[str, ...] = ()
     compile_forward: Callable | None = None
     keep: int | None = None
@@ -114,6 +118,7 @@ class FusedOp:
         k = self.kernels
         self._is_index = [name in k.indices for name in k.arguments]  # once: inspect.signature costs ~70 us
         self._tensor_takes_grad = [name not in k.indices for name in k.arguments if name not in k.constants]
+        self._backward_constant_at = [i for i, name in enumerate(k.arguments) if name in k.backward_constants]
         self._resolved["eager"] = (k.forward, k.backward)
         self._resolved["compiled"] = (
             LazyCompiled(f"{self.name}_forward", k.compile_forward or k.forward, k.keep),
@@ -186,13 +191,13 @@ class FusedOp:
 
         With grad mode on (``create_graph=True``) the reference formula is differentiated under autograd,
         so the gradient has a graph of its own and every higher derivative is exact. ``backward_op``: a
-        backward library op to call with ``(grad_y, *tensors[, stats])`` instead of the kernel (default:
+        backward library op to call with ``(grad_y, *tensors[, stats], *backward_constants)`` instead of the kernel (default:
         the traced one for compiled/triton while torch.compile traces)."""
         if torch.is_grad_enabled():
             return _differentiable_backward(self, inputs, grad_y, needs_input_grad)
         k = self.kernels
         tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
-        extra = [] if stats is None else [stats]
+        extra = ([] if stats is None else [stats]) + [inputs[i] for i in self._backward_constant_at]
         if backward_op is None and backend != "eager" and torch.compiler.is_compiling():
             backward_op = self._traced_ops(backend)[1]
         if backward_op is not None:
@@ -258,7 +263,8 @@ def _schemas(op: FusedOp) -> tuple[str, str]:
     tensors = [p for p in params if p not in k.constants]
     forward_args = ", ".join(f"{'float' if p in k.constants else 'Tensor'} {p}" for p in params)
     forward = f"({forward_args}, str backend) -> " + ("(Tensor, Tensor)" if k.saves_stats else "Tensor")
-    backward_args = ["Tensor grad_y", *(f"Tensor {p}" for p in tensors), *(["Tensor stats"] if k.saves_stats else [])]
+    backward_args = ["Tensor grad_y", *(f"Tensor {p}" for p in tensors), *(["Tensor stats"] if k.saves_stats else []),
+                     *(f"float {p}" for p in k.backward_constants)]
     n_grads = len([p for p in tensors if p not in k.indices])
     backward = f"({', '.join(backward_args)}, str backend) -> ({', '.join(['Tensor'] * n_grads)})"
     return forward, backward
@@ -285,11 +291,12 @@ def _library_ops(op: FusedOp):
         *args, backend = args
         fused = target()
         k = fused.kernels
-        grad_y, tensors = args[0], list(args[1:])
+        n_tensors = len(args) - len(k.backward_constants)
+        grad_y, tensors, constants = args[0], list(args[1:n_tensors]), args[n_tensors:]
         stats = tensors.pop() if k.saves_stats else None
         rows = [as_rows(a) for a in tensors[: k.rows]]
         grads = fused.kernel("eager" if fake else backend, "backward")(as_rows(grad_y), *rows, *tensors[k.rows:],
-                                                                       *([] if stats is None else [stats]))
+                                                                       *([] if stats is None else [stats]), *constants)
         return library_gradients(fused, grads, tensors)
 
     forward_op = torch.library.custom_op(f"polycom::{name}", forward_impl, mutates_args=(), schema=forward_schema)

@@ -30,9 +30,19 @@ x^(i-1) inv_i = inv_1 rho_i v^(i-1), so
 No term grows like inv_i^3 or x^(2i-1): the gradient is exact while every inv_i is a
 normal float32 (max|x|^r < ~1e37) and finite beyond (the terms whose inv_i underflowed
 vanish). Only x and the r values inv_i per row are saved.
+
+Input bound c (Motif's bounded PolyNorm, ``activations/polynorm_bounds.py``): the forward
+computes all of the above on clamp(x, -c, c), and the backward's dL/dx is the formula above
+at the clamped input times the indicator -c <= x <= c (zero outside). The indicator is
+inclusive at the bounds, as torch.clamp's own gradient is (``x.clamp(-c, c)`` passes the
+gradient where min <= x <= max; at x == c it is 1). The clamp happens in the compute dtype,
+inside the kernels' loops: no extra pass over x. ``NO_BOUND`` (inf) is no clamp: a Python
+branch, so the unbounded op's code is unchanged.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -40,12 +50,24 @@ from ..reference import compute_dtype
 from .fused_op import OpKernels
 
 __all__ = ["poly_norm_forward_parts", "poly_norm_forward", "poly_norm_backward", "poly_norm_row_grads", "row_sums",
-           "input_grad", "KERNELS",
-           "TRITON_MAX_ORDER"]
+           "input_grad", "bounded_input", "inside_bound", "KERNELS", "NO_BOUND", "TRITON_MAX_ORDER"]
 
 # The Triton kernels hold the coefficients a_1..a_4 in registers (triton_utils); a higher
 # order would silently drop terms, so such calls never reach them.
 TRITON_MAX_ORDER = 4
+
+NO_BOUND = math.inf  # the input_bound of an unbounded PolyNorm (a float: the library schema's type)
+
+
+def bounded_input(xf: torch.Tensor, input_bound: float) -> torch.Tensor:
+    """clamp(x, -c, c), or x itself with no bound (no op traced)."""
+    return xf if input_bound == NO_BOUND else xf.clamp(-input_bound, input_bound)
+
+
+def inside_bound(grad_x: torch.Tensor, xf: torch.Tensor, input_bound: float) -> torch.Tensor:
+    """The gradient w.r.t. the clamped input as one w.r.t. x: zero where |x| > c, kept at |x| == c
+    (torch.clamp's gradient mask, min <= x <= max, is inclusive)."""
+    return grad_x if input_bound == NO_BOUND else torch.where(xf.abs() <= input_bound, grad_x, 0.0)
 
 
 def _scaled_stats(xf: torch.Tensor, order: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,15 +130,15 @@ def _up(t: torch.Tensor) -> torch.Tensor:
     return t.to(compute_dtype(t.dtype))
 
 
-def poly_norm_forward_parts(x, weight, bias, eps):
+def poly_norm_forward_parts(x, weight, bias, eps, input_bound):
     """(y, inv_rms, t): the forward and its per-row scales t_i (see ``KERNELS``: compiled with t
     as an output, Inductor reads t from memory instead of recomputing r rsqrt per element)."""
-    u, t, inv_rms = _scaled_stats(_up(x), weight.shape[-1], eps)
+    u, t, inv_rms = _scaled_stats(bounded_input(_up(x), input_bound), weight.shape[-1], eps)
     return _scaled_combine(u, t, weight, bias).to(x.dtype), inv_rms, t
 
 
-def poly_norm_forward(x, weight, bias, eps):
-    return poly_norm_forward_parts(x, weight, bias, eps)[:2]
+def poly_norm_forward(x, weight, bias, eps, input_bound):
+    return poly_norm_forward_parts(x, weight, bias, eps, input_bound)[:2]
 
 
 def poly_norm_row_grads(gf, xf, weight, inv_rms):
@@ -153,16 +175,18 @@ def input_grad(gf, weight, powers, inv_rms, d, n):
     return grad_x * inv_rms[:, :1]
 
 
-def poly_norm_backward(grad_y, x, weight, bias, inv_rms):
-    grad_x, d, g_rows = poly_norm_row_grads(_up(grad_y), _up(x), weight, inv_rms)
-    return grad_x.to(x.dtype), d.sum(0), g_rows.sum().reshape(1)
+def poly_norm_backward(grad_y, x, weight, bias, inv_rms, input_bound):
+    xf = _up(x)
+    grad_x, d, g_rows = poly_norm_row_grads(_up(grad_y), bounded_input(xf, input_bound), weight, inv_rms)
+    return inside_bound(grad_x, xf, input_bound).to(x.dtype), d.sum(0), g_rows.sum().reshape(1)
 
 
 KERNELS = OpKernels(
     forward=poly_norm_forward,
     backward=poly_norm_backward,
     saves_stats=True,
-    constants=("eps",),
+    constants=("eps", "input_bound"),
+    backward_constants=("input_bound",),
     # Compiled with the per-row scales t as a third output: a graph output is materialised, and
     # Inductor then reads t from memory in the output loop instead of recomputing r rsqrt per
     # element (measured 10% slower on CPU).

@@ -20,7 +20,9 @@ The sums are float64: x^(2i) of any float32 |x| < 3.4e38 is below float64's 1.8e
 r <= 3 (r = 4: |x| < 1e38), so no row scale is needed, where the single-rank kernels divide
 by max|x| (which would need a second collective, a max, before the sums). The sums of
 non-negative terms lose nothing to cancellation. The output and the backward follow the
-single-rank closed forms, so they agree with them to float32 rounding.
+single-rank closed forms, so they agree with them to float32 rounding. The input bound
+(``poly_norm.py``) is applied as there: every pass reads clamp(x, -c, c), and dL/dx is
+masked with -c <= x <= c (c = inf: no clamp, no mask).
 
 Gated PolyNorm multiplies by the local ``up`` (its backward runs with g * up); grouped ops
 gather each row's expert's coefficients (``row_expert``) and sum coefficient gradients per
@@ -40,14 +42,14 @@ import torch.distributed as dist
 from ..reference import compute_dtype
 from .compiled import LazyCompiled
 from .grouped_poly_norm import per_expert_sums
-from .poly_norm import _combine, _saved_powers, _up, input_grad, row_sums
+from .poly_norm import _combine, _saved_powers, _up, bounded_input, input_grad, inside_bound, row_sums
 
 __all__ = ["sharded_poly_norm", "statistics_width", "DOUBLE_BACKWARD_ERROR"]
 
 
-def _partial_sums(x, weight):
+def _partial_sums(x, weight, input_bound):
     """(M, r) float64: sum over the local features of x^(2i), i = 1..r (r from ``weight``'s last dim)."""
-    x2 = x.to(torch.float64).square()
+    x2 = bounded_input(x.to(torch.float64), input_bound).square()
     cols, power = [], x2
     for i in range(weight.shape[-1]):
         if i:
@@ -56,27 +58,27 @@ def _partial_sums(x, weight):
     return torch.cat(cols, dim=-1)
 
 
-def _forward_output(x, up, weight, bias, inv_rms):
+def _forward_output(x, up, weight, bias, inv_rms, input_bound):
     """y on the local features from the whole row's inv_rms; ``up`` None for plain PolyNorm."""
-    y = _combine(_saved_powers(_up(x), inv_rms)[2], weight, bias)
+    y = _combine(_saved_powers(bounded_input(_up(x), input_bound), inv_rms)[2], weight, bias)
     return (y if up is None else y * _up(up)).to(x.dtype)
 
 
-def _backward_sums(grad_y, x, up, inv_rms):
+def _backward_sums(grad_y, x, up, inv_rms, input_bound):
     """(M, r + 1): [d in the weight layout (d_r .. d_1), sum_row g'] on the local features, g' = g [* up]."""
     gf = _up(grad_y) if up is None else _up(grad_y) * _up(up)
-    d = row_sums(gf, _saved_powers(_up(x), inv_rms)[2])
+    d = row_sums(gf, _saved_powers(bounded_input(_up(x), input_bound), inv_rms)[2])
     return torch.cat([*d[::-1], gf.sum(-1, keepdim=True)], dim=-1)
 
 
-def _backward_input(grad_y, x, up, weight, bias, inv_rms, sums, n):
+def _backward_input(grad_y, x, up, weight, bias, inv_rms, sums, n, input_bound):
     """(dL/dx, dL/dup or None) from the whole row's sums (``_backward_sums`` all-reduced)."""
     r = inv_rms.shape[-1]
     xf = _up(x)
     gf = _up(grad_y) if up is None else _up(grad_y) * _up(up)
-    powers = _saved_powers(xf, inv_rms)
+    powers = _saved_powers(bounded_input(xf, input_bound), inv_rms)
     d = [sums[:, r - i : r - i + 1].to(gf.dtype) for i in range(1, r + 1)]  # d_1 .. d_r
-    grad_x = input_grad(gf, weight, powers, inv_rms, d, n).to(x.dtype)
+    grad_x = inside_bound(input_grad(gf, weight, powers, inv_rms, d, n), xf, input_bound).to(x.dtype)
     if up is None:
         return grad_x, None
     return grad_x, (_up(grad_y) * _combine(powers[2], weight, bias)).to(up.dtype)
@@ -106,19 +108,19 @@ def _rows(t):
 
 
 class ShardedPolyNormFunction(torch.autograd.Function):
-    """``apply(x, up, weight, bias, row_expert, eps, group, backend)``; up / row_expert may be None."""
+    """``apply(x, up, weight, bias, row_expert, eps, input_bound, group, backend)``; up / row_expert may be None."""
 
     @staticmethod
-    def forward(ctx, x, up, weight, bias, row_expert, eps, group, backend):
+    def forward(ctx, x, up, weight, bias, row_expert, eps, input_bound, group, backend):
         x2, up2 = _rows(x), _rows(up)
         n = statistics_width(x2.shape[-1], group)
-        sums = _kernel(backend, "partial_sums")(x2, weight)
+        sums = _kernel(backend, "partial_sums")(x2, weight, input_bound)
         dist.all_reduce(sums, group=group)  # the one collective of the forward: r float64 per row
         inv_rms = torch.rsqrt(sums / n + eps).to(compute_dtype(x.dtype))  # (M, r)
         w, b = (weight, bias) if row_expert is None else (weight[row_expert], bias[row_expert])
-        y = _kernel(backend, "forward_output")(x2, up2, w, b, inv_rms)
+        y = _kernel(backend, "forward_output")(x2, up2, w, b, inv_rms, input_bound)
         ctx.save_for_backward(x, up, weight, bias, row_expert, inv_rms)
-        ctx.group, ctx.backend, ctx.n = group, backend, n
+        ctx.group, ctx.backend, ctx.n, ctx.input_bound = group, backend, n, input_bound
         return y.view(x.shape)
 
     @staticmethod
@@ -136,10 +138,11 @@ class ShardedPolyNormFunction(torch.autograd.Function):
     @staticmethod
     def _gradients(ctx, grad_y, x, up, weight, bias, row_expert, inv_rms):
         g2, x2, up2 = _rows(grad_y), _rows(x), _rows(up)
-        sums = _kernel(ctx.backend, "backward_sums")(g2, x2, up2, inv_rms)
+        sums = _kernel(ctx.backend, "backward_sums")(g2, x2, up2, inv_rms, ctx.input_bound)
         dist.all_reduce(sums, group=ctx.group)  # the one collective of the backward: r + 1 per row
         w, b = (weight, bias) if row_expert is None else (weight[row_expert], bias[row_expert])
-        grad_x, grad_up = _kernel(ctx.backend, "backward_input")(g2, x2, up2, w, b, inv_rms, sums, ctx.n)
+        grad_x, grad_up = _kernel(ctx.backend, "backward_input")(g2, x2, up2, w, b, inv_rms, sums, ctx.n,
+                                                                 ctx.input_bound)
         r = weight.shape[-1]
         if row_expert is None:
             grad_w, grad_b = sums[:, :r].sum(0), sums[:, r:].sum().reshape(1)
@@ -147,7 +150,7 @@ class ShardedPolyNormFunction(torch.autograd.Function):
             grad_w = per_expert_sums(sums[:, :r], row_expert, weight.shape[0])
             grad_b = per_expert_sums(sums[:, r:], row_expert, weight.shape[0])
         return (grad_x.view(x.shape), None if up is None else grad_up.view(up.shape), grad_w.to(weight.dtype),
-                grad_b.to(bias.dtype), None, None, None, None)
+                grad_b.to(bias.dtype), None, None, None, None, None)
 
 
 class _NoDoubleBackward(torch.autograd.Function):
@@ -167,11 +170,12 @@ DOUBLE_BACKWARD_ERROR = ("PolyNorm under tensor parallelism has no double backwa
                          "one rank (statistics_group=None) for higher derivatives")
 
 
-def sharded_poly_norm(x, up, weight, bias, row_expert, eps, implementation, group):
+def sharded_poly_norm(x, up, weight, bias, row_expert, eps, input_bound, implementation, group):
     """PolyNorm (``up`` None) or gated PolyNorm of rows whose features are split over ``group``.
 
     ``row_expert`` (M,) selects each row's coefficients from weight (E, r), bias (E, 1) (grouped
-    ops), or None for weight (r,), bias (1,). ``implementation`` as for the single-rank op;
+    ops), or None for weight (r,), bias (1,); ``input_bound`` clamps x (inf: none).
+    ``implementation`` as for the single-rank op;
     ``reference`` and the ``torch.func`` transforms are refused (module docstring)."""
     from . import dispatch
 
@@ -183,4 +187,4 @@ def sharded_poly_norm(x, up, weight, bias, row_expert, eps, implementation, grou
     backend = "compiled" if backend == "triton" else backend
     if backend == "compiled" and torch.compiler.is_compiling():
         backend = "eager"
-    return ShardedPolyNormFunction.apply(x, up, weight, bias, row_expert, eps, group, backend)
+    return ShardedPolyNormFunction.apply(x, up, weight, bias, row_expert, eps, input_bound, group, backend)

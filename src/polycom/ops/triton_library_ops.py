@@ -1,10 +1,10 @@
 """An op's Triton kernels as a ``torch.library.triton_op`` pair: the compiler sees the kernels themselves.
 
-``polycom::<name>_triton(*args)`` and ``polycom::<name>_triton_backward(grad_y, *tensors[, stats])`` take
-the kernel contract's arguments (``fused_op``; no ``backend``) and run the op's Triton launchers with
-``traceable=True``: each launch goes through ``torch.library.wrap_triton``, so when AOTAutograd traces
-the op it records the launch itself (``triton_kernel_wrapper_functional``, which Inductor compiles
-into its own code) instead of one opaque custom op. Autograd is the generic ops' (first order through
+``polycom::<name>_triton(*args)`` and ``polycom::<name>_triton_backward(grad_y, *tensors[, stats],
+*backward_constants)`` take the kernel contract's arguments (``fused_op``; no ``backend``) and run the
+op's Triton launchers with ``traceable=True``: each launch goes through ``torch.library.wrap_triton``,
+so when AOTAutograd traces the op it records the launch itself (``triton_kernel_wrapper_functional``,
+which Inductor compiles into its own code) instead of one opaque custom op. Autograd is the generic ops' (first order through
 the backward op, higher orders through the reference: ``fused_op.register_library_autograd``).
 
 Three things torch needs from the code here and in the launchers:
@@ -57,9 +57,11 @@ def register_triton_ops(op: FusedOp):
         return y if stats is None else (y, stats)
 
     def triton_backward(grad_y, *args):
+        n_tensors = len(args) - len(k.backward_constants)
+        args, constants = args[:n_tensors], args[n_tensors:]
         tensors, stats = (list(args[:-1]), [args[-1]]) if k.saves_stats else (list(args), [])
         rows = [as_rows(a) for a in tensors[: k.rows]]
-        grads = backward_launcher(as_rows(grad_y), *rows, *tensors[k.rows:], *stats, traceable=True)
+        grads = backward_launcher(as_rows(grad_y), *rows, *tensors[k.rows:], *stats, *constants, traceable=True)
         return library_gradients(op, grads, tensors)
 
     triton_forward.__signature__ = _signature(
@@ -67,7 +69,8 @@ def register_triton_ops(op: FusedOp):
         tuple[Tensor, Tensor] if k.saves_stats else Tensor,
     )
     triton_backward.__signature__ = _signature(
-        [("grad_y", Tensor), *((p, Tensor) for p in tensor_names), *([("stats", Tensor)] if k.saves_stats else [])],
+        [("grad_y", Tensor), *((p, Tensor) for p in tensor_names), *([("stats", Tensor)] if k.saves_stats else []),
+         *((p, float) for p in k.backward_constants)],
         tuple[(Tensor,) * n_grads],
     )
     forward_op = triton_op(f"polycom::{op.name}_triton", triton_forward, mutates_args=())

@@ -38,9 +38,9 @@ grouped_gated_poly_norm_forward = grouped_gated_poly_norm_forward_triton
 grouped_gated_poly_norm_backward = grouped_gated_poly_norm_backward_triton
 
 
-def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor, inv_rms: Tensor, *,
+def poly_norm_backward(grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor, inv_rms: Tensor, input_bound: float, *,
                        traceable: bool = False):
-    return poly_norm_backward_triton(grad_y, x, weight, inv_rms, traceable=traceable)
+    return poly_norm_backward_triton(grad_y, x, weight, inv_rms, input_bound, traceable=traceable)
 
 
 def poly_relu_backward(grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor, *, traceable: bool = False):

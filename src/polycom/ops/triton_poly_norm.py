@@ -41,9 +41,16 @@ as b + sum_i a_i rho_i v^i (hence the bias argument); dL/db = sum g'.
 The backward is exact while every inv_i is a normal fp32 number (roughly
 max|x|^r < 1e37); beyond that the stored inv_i underflow to 0 and the
 corresponding terms of the gradient vanish (finite, not NaN).
+
+Input bound c (BOUNDED, a constexpr: the unbounded kernels hold no trace of it):
+every read of x is clamped to [-c, c] in fp32 before use, and the backward's
+dL/dx is multiplied by the indicator -c <= x <= c (torch.clamp's gradient,
+inclusive at the bounds; ``ops/poly_norm.py``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.library import wrap_triton
@@ -100,6 +107,23 @@ def _power_sums(u2, ORDER: tl.constexpr):
 
 
 @triton.jit
+def _bounded(x, bound, BOUNDED: tl.constexpr):
+    """clamp(x, -c, c) (NaN stays NaN, as in torch.clamp); x itself when unbounded."""
+    if BOUNDED:
+        x = tl.minimum(tl.maximum(x, -bound, propagate_nan=tl.PropagateNan.ALL), bound,
+                       propagate_nan=tl.PropagateNan.ALL)
+    return x
+
+
+@triton.jit
+def _inside_bound(gx, x, bound, BOUNDED: tl.constexpr):
+    """The gradient w.r.t. clamp(x) as one w.r.t. x: zero where |x| > c, kept at |x| == c."""
+    if BOUNDED:
+        gx = tl.where(tl.abs(x) <= bound, gx, 0.0)
+    return gx
+
+
+@triton.jit
 def _chunk_offsets(BLOCK_N: tl.constexpr, VEC: tl.constexpr):
     """Offsets of a chunk as a (BLOCK_N / VEC, VEC) tile: VEC contiguous elements (16 bytes) per
     thread, so sums over axis 1 stay inside a thread and the per-lane accumulators are VEC times
@@ -109,7 +133,8 @@ def _chunk_offsets(BLOCK_N: tl.constexpr, VEC: tl.constexpr):
 
 @triton.jit
 def _chunked_power_sums(
-    x_row, N, rs, ORDER: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, STAGES: tl.constexpr
+    x_row, N, rs, bound, ORDER: tl.constexpr, BLOCK_N: tl.constexpr, VEC: tl.constexpr, STAGES: tl.constexpr,
+    BOUNDED: tl.constexpr,
 ):
     """_power_sums of u = x * rs over a row read in chunks (per-lane accumulators, one reduction)."""
     offs = _chunk_offsets(BLOCK_N, VEC)
@@ -119,7 +144,8 @@ def _chunked_power_sums(
     acc4 = tl.zeros([BLOCK_N // VEC], tl.float32)
     for start in tl.range(0, N, BLOCK_N, num_stages=STAGES):
         mask = start + offs < N
-        u = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32) * rs
+        x = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        u = _bounded(x, bound, BOUNDED) * rs
         u2 = u * u
         acc1 += tl.sum(u2, axis=1)
         if ORDER >= 2:
@@ -132,20 +158,20 @@ def _chunked_power_sums(
 
 
 @triton.jit
-def _chunked_abs_max(x_row, N, BLOCK_N: tl.constexpr):
+def _chunked_abs_max(x_row, N, bound, BLOCK_N: tl.constexpr, BOUNDED: tl.constexpr):
     offs = tl.arange(0, BLOCK_N)
     mx = tl.zeros([BLOCK_N], tl.float32)
     for start in range(0, N, BLOCK_N):
-        xc = tl.load(x_row + start + offs, mask=start + offs < N, other=0.0).to(tl.float32)
+        xc = _bounded(tl.load(x_row + start + offs, mask=start + offs < N, other=0.0).to(tl.float32), bound, BOUNDED)
         mx = tl.maximum(mx, tl.abs(xc))
     return tl.max(mx, axis=0)
 
 
 @triton.jit
 def _fwd_row(
-    row, x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps,
+    row, x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, N, eps, bound,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr,
+    VEC: tl.constexpr, BOUNDED: tl.constexpr,
 ):
     # Statistics S_i = sum (x * rs)^(2i) with rs = 1 / s, s = max(1, max|x|) as in the reference.
     x_row = x_ptr + row * N
@@ -153,7 +179,7 @@ def _fwd_row(
     if SINGLE:
         # Whole row in registers: one read of x; the max costs one more reduction, no memory.
         mask = offs < N
-        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        x = _bounded(tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32), bound, BOUNDED)
         rs = 1.0 / tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)
         u = x * rs
         s1, s2, s3, s4 = _power_sums(u * u, ORDER)
@@ -163,10 +189,10 @@ def _fwd_row(
         # rs = 1: the same value whenever nothing overflows (s cancels); only if the highest power
         # overflowed fp32 (e.g. r = 3 and max|x| > ~1e5) are they recomputed with the max.
         rs = tl.full([], 1.0, tl.float32)
-        s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, VEC, STAGES)
+        s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, bound, ORDER, BLOCK_N, VEC, STAGES, BOUNDED)
         if _highest(s1, s2, s3, s4, ORDER) > 3.0e38:
-            rs = 1.0 / _chunked_abs_max(x_row, N, BLOCK_N)
-            s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, ORDER, BLOCK_N, VEC, STAGES)
+            rs = 1.0 / _chunked_abs_max(x_row, N, bound, BLOCK_N, BOUNDED)
+            s1, s2, s3, s4 = _chunked_power_sums(x_row, N, rs, bound, ORDER, BLOCK_N, VEC, STAGES, BOUNDED)
 
     # t_i = inv_i / rs^i; rs^(2i) and rs^i by repeated products (they may underflow to 0: fine).
     inv_n = 1.0 / N
@@ -206,6 +232,7 @@ def _fwd_row(
             start = last - back
             mask = start + offs < N
             xc = tl.load(x_row + start + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            xc = _bounded(xc, bound, BOUNDED)
             y = horner(xc * rs, b, c1, c2, c3, c4, ORDER)
             if GATED:
                 y = y * tl.load(up_ptr + row * N + start + offs, mask=mask, other=0.0).to(tl.float32)
@@ -225,9 +252,9 @@ def _grad_terms(g, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER: tl.constexpr,
 
 @triton.jit
 def _bwd_row(
-    row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N,
+    row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, gx_ptr, gup_ptr, part_ptr, N, bound,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr,
+    VEC: tl.constexpr, BOUNDED: tl.constexpr,
 ):
     base = row * N
     offs = tl.arange(0, BLOCK_N)
@@ -249,11 +276,11 @@ def _bwd_row(
     if SINGLE:
         mask = offs < N
         g0 = tl.load(gy_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        x = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        x_in = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
         up = 0.0
         if GATED:
             up = tl.load(up_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        g, v, p = _grad_terms(g0, x, up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
+        g, v, p = _grad_terms(g0, _bounded(x_in, bound, BOUNDED), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
         gsum = tl.sum(g, axis=0)
         gv = g * v
         dsum1 = tl.sum(gv, axis=0)
@@ -285,7 +312,7 @@ def _bwd_row(
                 up = tl.load(up_ptr + base + start + offs2, mask=mask2, other=0.0, eviction_policy="evict_last")
                 up = up.to(tl.float32)
             g, v, p = _grad_terms(
-                g.to(tl.float32), x.to(tl.float32), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED
+                g.to(tl.float32), _bounded(x.to(tl.float32), bound, BOUNDED), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED
             )
             acc0 += tl.sum(g, axis=1)
             gv = g * v
@@ -328,6 +355,7 @@ def _bwd_row(
     if SINGLE:
         dpoly = horner(v, a1, p1, p2, p3, 0.0, ORDER - 1)
         gx = k * (g * dpoly - v * horner(v * v, e1, e2, e3, e4, 0.0, ORDER - 1))
+        gx = _inside_bound(gx, x_in, bound, BOUNDED)
         tl.store(gx_ptr + base + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
         if GATED:
             tl.store(gup_ptr + base + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
@@ -344,9 +372,10 @@ def _bwd_row(
             if GATED:
                 up = tl.load(up_ptr + base + start + offs, mask=mask, other=0.0, eviction_policy="evict_first")
                 up = up.to(tl.float32)
-            g, v, p = _grad_terms(g0, x.to(tl.float32), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
+            x = x.to(tl.float32)
+            g, v, p = _grad_terms(g0, _bounded(x, bound, BOUNDED), up, k, b, a1, a2, a3, a4, r2, r3, r4, ORDER, GATED)
             dpoly = horner(v, a1, p1, p2, p3, 0.0, ORDER - 1)
-            gx = k * (g * dpoly - v * horner(v * v, e1, e2, e3, e4, 0.0, ORDER - 1))
+            gx = _inside_bound(k * (g * dpoly - v * horner(v * v, e1, e2, e3, e4, 0.0, ORDER - 1)), x, bound, BOUNDED)
             tl.store(gx_ptr + base + start + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
             if GATED:
                 tl.store(gup_ptr + base + start + offs, (g0 * p).to(gup_ptr.dtype.element_ty), mask=mask)
@@ -367,32 +396,32 @@ def _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER: tl.constexpr, GROUPED: tl
 
 @triton.jit
 def _fwd_kernel(
-    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, M, N, eps,
+    x_ptr, up_ptr, y_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, M, N, eps, bound,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr, GROUPED: tl.constexpr,
+    VEC: tl.constexpr, GROUPED: tl.constexpr, BOUNDED: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
     while row < M:
         w_row, b_row = _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER, GROUPED)
         _fwd_row(
-            row, x_ptr, up_ptr, y_ptr, inv_ptr, w_row, b_row, N, eps,
-            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
+            row, x_ptr, up_ptr, y_ptr, inv_ptr, w_row, b_row, N, eps, bound,
+            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC, BOUNDED,
         )
         row += tl.num_programs(0)
 
 
 @triton.jit
 def _bwd_kernel(
-    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, gx_ptr, gup_ptr, part_ptr, M, N,
+    gy_ptr, x_ptr, up_ptr, inv_ptr, w_ptr, b_ptr, e_ptr, gx_ptr, gup_ptr, part_ptr, M, N, bound,
     ORDER: tl.constexpr, BLOCK_N: tl.constexpr, SINGLE: tl.constexpr, GATED: tl.constexpr, STAGES: tl.constexpr,
-    VEC: tl.constexpr, GROUPED: tl.constexpr,
+    VEC: tl.constexpr, GROUPED: tl.constexpr, BOUNDED: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # int64: row * N may exceed 2^31
     while row < M:
         w_row, b_row = _row_coefficients(row, w_ptr, b_ptr, e_ptr, ORDER, GROUPED)
         _bwd_row(
-            row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_row, b_row, gx_ptr, gup_ptr, part_ptr, N,
-            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC,
+            row, gy_ptr, x_ptr, up_ptr, inv_ptr, w_row, b_row, gx_ptr, gup_ptr, part_ptr, N, bound,
+            ORDER, BLOCK_N, SINGLE, GATED, STAGES, VEC, BOUNDED,
         )
         row += tl.num_programs(0)
 
@@ -403,7 +432,13 @@ def _row_shape(x, name):
     return x.shape
 
 
-def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None, row_expert=None, traceable=False):
+def _bound_argument(input_bound) -> float:
+    """The kernels' float ``bound`` (unread without BOUNDED: 0.0 then, never inf)."""
+    return float(input_bound) if math.isfinite(input_bound) else 0.0
+
+
+def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None, row_expert=None, traceable=False,
+             input_bound=math.inf):
     check_launch(name, x, weight, bias, *([] if up is None else [up]), *([] if row_expert is None else [row_expert]))
     m, n = _row_shape(x, name)
     order = weight.shape[-1]
@@ -420,10 +455,10 @@ def _forward(x, up, weight, bias, eps, block_size, max_programs, name, cfg=None,
         launch, unused_up, unused_e = _fwd_kernel, x, x
     launch[(grid_programs(m, cfg, x.device, max_programs),)](
         x, unused_up if up is None else up, y, inv_rms, weight, bias, unused_e if row_expert is None else row_expert,
-        m, n, float(eps),
+        m, n, float(eps), _bound_argument(input_bound),
         ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
         VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
-        num_warps=cfg.warps,
+        BOUNDED=math.isfinite(input_bound), num_warps=cfg.warps,
     )
     return y, inv_rms
 
@@ -442,7 +477,7 @@ def _unused_pointer(like):
 
 
 def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, name, cfg=None, row_expert=None,
-              traceable=False):
+              traceable=False, input_bound=math.inf):
     check_launch(name, x, grad_y, inv_rms, weight, *([] if up is None else [up, bias]),
                  *([] if row_expert is None else [bias, row_expert]))
     m, n = _row_shape(x, name)
@@ -465,10 +500,10 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, na
         launch[(grid_programs(m, cfg, x.device, max_programs),)](
             grad_y.contiguous(), x, unused_up if up is None else up, inv_rms.contiguous(), weight,
             unused_b if bias is None else bias, unused_e if row_expert is None else row_expert,
-            grad_x, unused_gup if up is None else grad_up, partials, m, n,
+            grad_x, unused_gup if up is None else grad_up, partials, m, n, _bound_argument(input_bound),
             ORDER=order, BLOCK_N=cfg.block, SINGLE=cfg.single, GATED=up is not None, STAGES=cfg.stages,
             VEC=min(cfg.block, 16 // x.element_size()), GROUPED=row_expert is not None,
-            num_warps=cfg.warps,
+            BOUNDED=math.isfinite(input_bound), num_warps=cfg.warps,
         )
     if row_expert is not None:  # per expert: (E, r + 1) sums of its rows' partials
         sums = partials.new_zeros((weight.shape[0], order + 1)).index_add_(0, row_expert, partials)
@@ -477,7 +512,8 @@ def _backward(grad_y, x, up, weight, bias, inv_rms, block_size, max_programs, na
     return grad_x, grad_up, sums[:order].reshape(weight.shape), sums[order:]
 
 
-def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None, max_programs=None, traceable=False):
+def poly_norm_forward_triton(x, weight, bias, eps=1e-6, input_bound=math.inf, *, block_size=None, max_programs=None,
+                             traceable=False):
     """PolyNorm forward on (M, N) ``x``: returns (y in x's dtype, inv_rms (M, r) fp32).
 
     ``block_size`` (a power of two) forces the block; rows longer than it take the chunked path.
@@ -485,61 +521,68 @@ def poly_norm_forward_triton(x, weight, bias, eps=1e-6, *, block_size=None, max_
     launcher decides (see ``triton_utils.grid_programs``). ``traceable``: launch through
     ``torch.library.wrap_triton`` (the body of the op's ``triton_op``), so a traced graph holds the
     kernel itself; eager calls launch it directly (the traced launch costs host time). Every
-    launcher below takes the same keyword.
+    launcher below takes the same keyword. ``input_bound``: x is clamped to [-c, c] (inf: no
+    bound); every launcher takes it, the backward ones after inv_rms.
     """
     return _forward(x, None, weight, bias, eps, block_size, max_programs, "poly_norm_forward_triton",
-                    traceable=traceable)
+                    traceable=traceable, input_bound=input_bound)
 
 
-def poly_norm_backward_triton(grad_y, x, weight, inv_rms, *, block_size=None, max_programs=None, traceable=False):
+def poly_norm_backward_triton(grad_y, x, weight, inv_rms, input_bound=math.inf, *, block_size=None, max_programs=None,
+                              traceable=False):
     """PolyNorm backward: returns (grad_x in x's dtype, grad_weight fp32 like weight, grad_bias (1,) fp32)."""
     grad_x, _, grad_w, grad_b = _backward(
-        grad_y, x, None, weight, None, inv_rms, block_size, max_programs, "poly_norm_backward_triton", traceable=traceable
+        grad_y, x, None, weight, None, inv_rms, block_size, max_programs, "poly_norm_backward_triton",
+        traceable=traceable, input_bound=input_bound,
     )
     return grad_x, grad_w, grad_b
 
 
-def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, *, block_size=None, max_programs=None, traceable=False):
+def gated_poly_norm_forward_triton(gate, up, weight, bias, eps=1e-6, input_bound=math.inf, *, block_size=None,
+                                   max_programs=None, traceable=False):
     """Gated PolyNorm forward, PolyNorm(gate) * up: returns (y in gate's dtype, inv_rms of gate (M, r) fp32)."""
     return _forward(
         gate, up.contiguous(), weight, bias, eps, block_size, max_programs, "gated_poly_norm_forward_triton",
-        traceable=traceable,
+        traceable=traceable, input_bound=input_bound,
     )
 
 
-def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, *, block_size=None, max_programs=None,
-                                    traceable=False):
+def gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, inv_rms, input_bound=math.inf, *, block_size=None,
+                                    max_programs=None, traceable=False):
     """Gated PolyNorm backward: returns (grad_gate, grad_up, grad_weight fp32, grad_bias (1,) fp32)."""
     return _backward(
         grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
-        "gated_poly_norm_backward_triton", traceable=traceable,
+        "gated_poly_norm_backward_triton", traceable=traceable, input_bound=input_bound,
     )
 
 
-def grouped_poly_norm_forward_triton(x, weight, bias, row_expert, eps=1e-6, *, block_size=None, max_programs=None,
-                                     traceable=False):
+def grouped_poly_norm_forward_triton(x, weight, bias, row_expert, eps=1e-6, input_bound=math.inf, *, block_size=None,
+                                     max_programs=None, traceable=False):
     """Grouped PolyNorm forward: row m uses expert ``row_expert[m]``'s coefficients (weight (E, r), bias (E, 1))."""
     return _forward(x, None, weight, bias, eps, block_size, max_programs, "grouped_poly_norm_forward_triton",
-                    row_expert=row_expert, traceable=traceable)
+                    row_expert=row_expert, traceable=traceable, input_bound=input_bound)
 
 
-def grouped_poly_norm_backward_triton(grad_y, x, weight, bias, row_expert, inv_rms, *, block_size=None,
-                                      max_programs=None, traceable=False):
+def grouped_poly_norm_backward_triton(grad_y, x, weight, bias, row_expert, inv_rms, input_bound=math.inf, *,
+                                      block_size=None, max_programs=None, traceable=False):
     """Grouped PolyNorm backward: (grad_x, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
     grad_x, _, grad_w, grad_b = _backward(grad_y, x, None, weight, bias, inv_rms, block_size, max_programs,
-                                          "grouped_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable)
+                                          "grouped_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable,
+                                          input_bound=input_bound)
     return grad_x, grad_w, grad_b
 
 
-def grouped_gated_poly_norm_forward_triton(gate, up, weight, bias, row_expert, eps=1e-6, *, block_size=None,
-                                           max_programs=None, traceable=False):
+def grouped_gated_poly_norm_forward_triton(gate, up, weight, bias, row_expert, eps=1e-6, input_bound=math.inf, *,
+                                           block_size=None, max_programs=None, traceable=False):
     """Grouped gated PolyNorm forward, PolyNorm_e(gate) * up with row m's expert e = ``row_expert[m]``."""
     return _forward(gate, up.contiguous(), weight, bias, eps, block_size, max_programs,
-                    "grouped_gated_poly_norm_forward_triton", row_expert=row_expert, traceable=traceable)
+                    "grouped_gated_poly_norm_forward_triton", row_expert=row_expert, traceable=traceable,
+                    input_bound=input_bound)
 
 
-def grouped_gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, row_expert, inv_rms, *, block_size=None,
-                                            max_programs=None, traceable=False):
+def grouped_gated_poly_norm_backward_triton(grad_y, gate, up, weight, bias, row_expert, inv_rms, input_bound=math.inf,
+                                            *, block_size=None, max_programs=None, traceable=False):
     """Grouped gated PolyNorm backward: (grad_gate, grad_up, grad_weight (E, r) fp32, grad_bias (E, 1) fp32)."""
     return _backward(grad_y, gate, up.contiguous(), weight, bias, inv_rms, block_size, max_programs,
-                     "grouped_gated_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable)
+                     "grouped_gated_poly_norm_backward_triton", row_expert=row_expert, traceable=traceable,
+                     input_bound=input_bound)
