@@ -11,9 +11,9 @@
 #   bash benchmarks/device_wheels.sh           # here, once: the wheels the GPU image lacks, into .whl/
 #   bash benchmarks/device_check.sh [OUT]      # there (carry [".whl"]); OUT defaults to $OUT, else ./device-check
 #
-# It installs the carried wheels (into /tmp/site, on PYTHONPATH) and polycom itself
-# (pip install --no-deps -e .: the machine's own torch and Triton stay), then checks that the lab
-# extra imports before any step runs.
+# It installs the carried wheels (into /tmp/site, on PYTHONPATH), puts this tree's src/ first on
+# PYTHONPATH (the machine's own torch and Triton stay), then checks that the lab extra imports
+# before any step runs.
 #
 # Everything is logged under OUT; OUT/summary.md holds the numbers to copy into
 # docs/benchmarks.md with the device name and date. Each step has its own time limit, so
@@ -36,10 +36,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# Where the machine's environment is read-only, the source tree on PYTHONPATH does as well
-# (every command below runs through `python -m`).
-python -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 \
-    || export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+# This tree's polycom, first on the path, with no install: an install would re-point an editable
+# install of another checkout in the same environment (every command below runs `python -m`).
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 python -c "from polycom.extras import require; require('lab', 'benchmarks/device_check.sh')" || {
     echo "run bash benchmarks/device_wheels.sh here and carry .whl"; exit 1; }
 
