@@ -383,7 +383,13 @@ def test_checkpoint_async_without_async_save_is_refused_naming_the_key(monkeypat
     from polycom.errors import UsageError
     from polycom.train.async_checkpoint import AsyncCheckpointer
 
-    monkeypatch.delattr(dcp, "async_save")
-    with pytest.raises(UsageError, match=r"^train\.checkpoint_async=true needs torch\.distributed\.checkpoint"
-                                         r"\.async_save, which torch \S+ lacks"):
+    import torch.distributed._state_dict_utils as utils
+
+    refusal = r"^train\.checkpoint_async=true needs torch\.distributed\.checkpoint\.async_save and its host-copy helpers"
+    with monkeypatch.context() as patch:
+        patch.delattr(dcp, "async_save")
+        with pytest.raises(UsageError, match=refusal):
+            AsyncCheckpointer()
+    monkeypatch.delattr(utils, "_create_cpu_state_dict")  # a torch with async_save but not the private helper
+    with pytest.raises(UsageError, match=refusal):
         AsyncCheckpointer()

@@ -66,9 +66,14 @@ class AsyncCheckpointer:
     def __init__(self):
         import torch.distributed.checkpoint as dcp
 
+        try:  # host_copy's helpers are torch's private ones: a torch without them is refused here, not mid-run
+            from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict  # noqa: F401
+        except ImportError:
+            dcp = None
         if not hasattr(dcp, "async_save"):
-            raise UsageError(f"train.checkpoint_async=true needs torch.distributed.checkpoint.async_save, which torch "
-                             f"{torch.__version__} lacks; upgrade torch or set train.checkpoint_async=false")
+            raise UsageError(f"train.checkpoint_async=true needs torch.distributed.checkpoint.async_save and its "
+                             f"host-copy helpers, which torch {torch.__version__} lacks; upgrade torch or set "
+                             "train.checkpoint_async=false")
         self._async_save = dcp.async_save
         self.groups: tuple | None = None  # formed at the first save, which every rank reaches together
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polycom-checkpoint-commit")
