@@ -6,7 +6,6 @@ import argparse
 import sys
 
 
-
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a run's latest checkpoint as a Hugging Face model folder",
                        description="Config, safetensors weights and tokenizer (PreTrainedTokenizerFast), loadable "

@@ -68,9 +68,10 @@ class AsyncCheckpointer:
 
         try:  # host_copy's helpers are torch's private ones: a torch without them is refused here, not mid-run
             from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict  # noqa: F401
+            has_host_copy = True
         except ImportError:
-            dcp = None
-        if not hasattr(dcp, "async_save"):
+            has_host_copy = False
+        if not (has_host_copy and hasattr(dcp, "async_save")):
             raise UsageError(f"train.checkpoint_async=true needs torch.distributed.checkpoint.async_save and its "
                              f"host-copy helpers, which torch {torch.__version__} lacks; upgrade torch or set "
                              "train.checkpoint_async=false")
